@@ -1,0 +1,1 @@
+"""Backbones that map an image batch to K logits (see ``classanchor.models.registry``)."""
