@@ -14,6 +14,7 @@ from ._version import __version__
 from .heads import AnchorHead, anchor_distances, class_anchors, fit_anchors
 from .losses import LOSS_VARIANTS, CACLoss, LossWeights, cac_loss, cac_loss_terms
 from .methods import Method, get_method
+from .models.small_cnn import SmallCNN
 from .metrics import auroc, calibrate_threshold, closed_set_accuracy, openness
 from .network import CACNet
 from .scores import (
@@ -44,6 +45,7 @@ __all__ = [
     "closed_set_accuracy",
     "openness",
     "CACNet",
+    "SmallCNN",
     "cac_decision",
     "energy_score",
     "max_logit_score",
