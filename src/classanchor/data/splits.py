@@ -1,0 +1,318 @@
+"""The open-set benchmark of the paper: the five standard trials per dataset and the data of one trial.
+
+Conventions: known classes are relabelled 0..K-1 by their rank in the sorted known list; unknown samples
+get label -1. The train/val split is a per-class random split of the official training set (80/20;
+TinyImageNet 90/10 = 450/50 per class) fixed by a seed; test = the official test split (TinyImageNet: the
+official ``val`` folder). CIFAR+10/+50: known = CIFAR-10 classes [0, 1, 8, 9], unknown = CIFAR-100 fine
+classes taken from the CIFAR-100 *test* split.
+
+Example::
+
+    >>> from classanchor.data.splits import get_trial, build_trial
+    >>> trial = get_trial("MNIST", 0)
+    >>> trial.known, round(trial.openness, 4)
+    ((0, 1, 2, 4, 5, 9), 0.1339)
+    >>> data = build_trial(trial, "/data")                      # doctest: +SKIP
+    >>> data.train.images.shape, data.test_unknown.labels[:3]   # doctest: +SKIP
+    ((28734, 28, 28, 1), array([-1, -1, -1]))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from .readers import DataError, ImageSet, PathLike, load_dataset
+
+try:  # one definition of Eq. 12 for the whole library
+    from ..metrics import openness
+except ImportError:  # pragma: no cover - metrics.py absent
+
+    def openness(n_train: int, n_test: int, n_target: int) -> float:
+        """Eq. 12 of the paper: ``O = 1 - sqrt(2 * N_train / (N_test + N_target))``."""
+        if min(n_train, n_test, n_target) <= 0:
+            raise ValueError(f"class counts must be positive, got {n_train}, {n_test}, {n_target}.")
+        return 1.0 - math.sqrt(2.0 * n_train / (n_test + n_target))
+
+
+__all__ = [
+    "BENCHMARKS",
+    "BenchmarkSpec",
+    "OpenSetData",
+    "OpenSetTrial",
+    "build_trial",
+    "get_benchmark",
+    "get_trial",
+    "load_trials",
+    "openness",
+    "relabel",
+    "train_val_split",
+]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One benchmark dataset of the paper.
+
+    Attributes:
+        name: the benchmark's name ("MNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet").
+        known_source: reader (``readers.load_dataset`` name) of the known classes (train and test).
+        unknown_source: reader of the unknown classes (test split only).
+        input_shape: (H, W, C) the network expects; MNIST's 28 px images are resized to 32 on the device.
+        val_fraction: share of each known class's official training images held out for validation.
+        num_trials: number of standard trials.
+    """
+
+    name: str
+    known_source: str
+    unknown_source: str
+    input_shape: tuple[int, int, int]
+    val_fraction: float
+    num_trials: int = 5
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "MNIST": BenchmarkSpec("MNIST", "mnist", "mnist", (32, 32, 1), 0.2),
+    "SVHN": BenchmarkSpec("SVHN", "svhn", "svhn", (32, 32, 3), 0.2),
+    "CIFAR10": BenchmarkSpec("CIFAR10", "cifar10", "cifar10", (32, 32, 3), 0.2),
+    "CIFAR+10": BenchmarkSpec("CIFAR+10", "cifar10", "cifar100", (32, 32, 3), 0.2),
+    "CIFAR+50": BenchmarkSpec("CIFAR+50", "cifar10", "cifar100", (32, 32, 3), 0.2),
+    "TinyImageNet": BenchmarkSpec("TinyImageNet", "tinyimagenet", "tinyimagenet", (64, 64, 3), 0.1),
+}
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "+")
+
+
+_BY_KEY = {_key(k): k for k in BENCHMARKS} | {"cifarplus10": "CIFAR+10", "cifarplus50": "CIFAR+50",
+                                               "tinyimagenet200": "TinyImageNet"}
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The spec of a benchmark; case and '-'/'_' are ignored ("cifar+10", "tiny-imagenet" work)."""
+    key = _key(name)
+    if key not in _BY_KEY:
+        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {list(BENCHMARKS)}.")
+    return BENCHMARKS[_BY_KEY[key]]
+
+
+@dataclass(frozen=True)
+class OpenSetTrial:
+    """One known/unknown class split of a benchmark.
+
+    Attributes:
+        dataset: benchmark name (a key of ``BENCHMARKS``).
+        trial: trial index, 0-based.
+        known, unknown: original class indices of the dataset(s), in the order of the standard splits file
+            (for CIFAR+N, ``unknown`` are CIFAR-100 fine labels).
+        openness: Eq. 12 with N_train = N_target = #known and N_test = #known + #unknown, in [0, 1).
+    """
+
+    dataset: str
+    trial: int
+    known: tuple[int, ...]
+    unknown: tuple[int, ...]
+    openness: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset", get_benchmark(self.dataset).name)
+        known = tuple(int(k) for k in self.known)
+        unknown = tuple(int(u) for u in self.unknown)
+        if not known or not unknown:
+            raise ValueError(f"{self.dataset} trial {self.trial}: known and unknown classes must be non-empty.")
+        if len(set(known)) != len(known) or len(set(unknown)) != len(unknown):
+            raise ValueError(f"{self.dataset} trial {self.trial}: repeated class in {known} / {unknown}.")
+        spec = get_benchmark(self.dataset)
+        if spec.known_source == spec.unknown_source and set(known) & set(unknown):
+            raise ValueError(f"{self.dataset} trial {self.trial}: classes {sorted(set(known) & set(unknown))} "
+                             f"are both known and unknown.")
+        object.__setattr__(self, "known", known)
+        object.__setattr__(self, "unknown", unknown)
+        n = len(known)
+        object.__setattr__(self, "openness", openness(n, n + len(unknown), n))
+
+    @property
+    def spec(self) -> BenchmarkSpec:
+        return BENCHMARKS[self.dataset]
+
+    @property
+    def known_sorted(self) -> tuple[int, ...]:
+        """Known classes in sorted order: known_sorted[k] is the original class of relabelled class k."""
+        return tuple(sorted(self.known))
+
+
+@lru_cache(maxsize=1)
+def _splits_file() -> dict:
+    text = resources.files("classanchor.data").joinpath("benchmark_splits.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def load_trials(dataset: str) -> tuple[OpenSetTrial, ...]:
+    """The five standard trials of a benchmark, from the package data ``benchmark_splits.json``."""
+    name = get_benchmark(dataset).name
+    return tuple(OpenSetTrial(name, i, tuple(t["known"]), tuple(t["unknown"]))
+                 for i, t in enumerate(_splits_file()[name]))
+
+
+def get_trial(dataset: str, trial: int) -> OpenSetTrial:
+    """Trial ``trial`` (0-based) of a benchmark."""
+    trials = load_trials(dataset)
+    if not 0 <= trial < len(trials):
+        raise ValueError(f"{dataset} has trials 0..{len(trials) - 1}, got {trial}.")
+    return trials[trial]
+
+
+def relabel(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
+    """Map original labels to 0..K-1 by rank in ``sorted(known)``; other labels (and -1) to -1.
+
+    Args:
+        labels: integer array (N,), original class indices (>= -1).
+        known: the K known original classes (any order).
+    Returns int64 (N,), via a lookup table (no per-sample Python).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    known_sorted = np.unique(np.asarray(known, dtype=np.int64))
+    if known_sorted.size and known_sorted[0] < 0:
+        raise ValueError(f"known classes must be >= 0, got {known_sorted.tolist()}.")
+    if labels.size and labels.min() < -1:
+        raise ValueError(f"labels must be >= -1, got {labels.min()}.")
+    size = int(max(labels.max(initial=-1), known_sorted.max(initial=-1))) + 2
+    lut = np.full(size, -1, dtype=np.int64)  # lut[-1] (the last slot) stays -1 for label -1
+    lut[known_sorted] = np.arange(known_sorted.size)
+    return lut[labels]
+
+
+def train_val_split(labels: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class random split of sample indices into train and validation.
+
+    Each class c with n_c samples gives round(val_fraction * n_c) samples to validation, chosen by a
+    generator seeded with (seed, c), so a class's split does not depend on which other classes are present.
+    Args:
+        labels: integer array (N,) of class labels (>= 0).
+        val_fraction: in [0, 1).
+    Returns (train_idx, val_idx): disjoint sorted int64 index arrays whose union is 0..N-1.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if labels.size and labels.min() < 0:
+        raise ValueError("train_val_split needs class labels >= 0 (no unknown samples).")
+    order = np.argsort(labels, kind="stable")  # grouped by class, original order within a class
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    for c, lo, n in zip(classes.tolist(), starts.tolist(), counts.tolist()):  # per class, not per sample
+        order[lo:lo + n] = order[lo:lo + n][np.random.default_rng([seed, c]).permutation(n)]
+    n_val = np.floor(counts * val_fraction + 0.5).astype(np.int64)
+    rank = np.arange(labels.size) - np.repeat(starts, counts)  # position within the class block
+    is_val = rank < np.repeat(n_val, counts)
+    return np.sort(order[~is_val]), np.sort(order[is_val])
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class OpenSetData:
+    """The arrays of one trial. Label convention: 0..K-1 known (rank in the sorted known list), -1 unknown.
+
+    Attributes:
+        trial: the trial.
+        train, val: known classes from the official training split, per-class split, labels 0..K-1.
+        test_known: known classes from the official test split, labels 0..K-1.
+        test_unknown: unknown classes from the test split, labels -1 (class_names = the known names).
+        known_names: name of relabelled class k (K,).
+        unknown_names: names of the unknown classes, in sorted class-index order.
+        unknown_labels: int64 (N_unknown,) original class index of each ``test_unknown`` image.
+    """
+
+    trial: OpenSetTrial
+    train: ImageSet
+    val: ImageSet
+    test_known: ImageSet
+    test_unknown: ImageSet
+    known_names: tuple[str, ...]
+    unknown_names: tuple[str, ...]
+    unknown_labels: np.ndarray
+
+    def __repr__(self) -> str:
+        return (f"OpenSetData({self.trial.dataset} trial {self.trial.trial}: train {len(self.train)}, "
+                f"val {len(self.val)}, test_known {len(self.test_known)}, "
+                f"test_unknown {len(self.test_unknown)}, image_shape {self.train.image_shape})")
+
+    @property
+    def num_known(self) -> int:
+        return len(self.known_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) the benchmark's network expects (images may still need resizing, e.g. MNIST)."""
+        return self.trial.spec.input_shape
+
+    def test(self) -> ImageSet:
+        """test_known followed by test_unknown in one ImageSet (labels 0..K-1 and -1)."""
+        return ImageSet(np.concatenate([self.test_known.images, self.test_unknown.images]),
+                        np.concatenate([self.test_known.labels, self.test_unknown.labels]),
+                        self.known_names)
+
+
+def _root_for(root: PathLike | Mapping[str, PathLike], source: str) -> PathLike:
+    if isinstance(root, Mapping):
+        if source not in root:
+            raise DataError(f"no data root given for {source!r}; pass a mapping with keys {sorted(root)} "
+                            f"plus {source!r}, or one folder holding every dataset.")
+        return root[source]
+    return root
+
+
+def build_trial(trial: OpenSetTrial, root: PathLike | Mapping[str, PathLike], *, seed: int = 0,
+                cache_dir: PathLike | None = None, cache: bool = True, progress: bool = True) -> OpenSetData:
+    """Read the datasets of ``trial`` and build its train / val / test_known / test_unknown arrays.
+
+    Args:
+        trial: e.g. ``get_trial("CIFAR+10", 0)``.
+        root: a folder holding the dataset files (see ``readers``), or a mapping from reader name
+            ("mnist", "svhn", "cifar10", "cifar100", "tinyimagenet") to its folder.
+        seed: seed of the per-class train/val split.
+    Images keep their stored size (MNIST stays 28x28x1; ``OpenSetData.input_shape`` is what the network
+    expects). Only the known classes' training images are read (TinyImageNet reads no other train folders).
+    """
+    spec = trial.spec
+    known = np.asarray(trial.known_sorted, dtype=np.int64)
+    unknown = np.asarray(sorted(trial.unknown), dtype=np.int64)
+    opts = {"cache_dir": cache_dir, "cache": cache, "progress": progress}
+    known_root = _root_for(root, spec.known_source)
+
+    full_train = load_dataset(spec.known_source, known_root, "train", classes=known, **opts)
+    missing = known[np.bincount(full_train.labels, minlength=full_train.num_classes)[known] == 0]
+    if missing.size:
+        raise DataError(f"{spec.name} trial {trial.trial}: no training images of known class(es) "
+                        f"{missing.tolist()} in {known_root}.")
+    known_names = tuple(full_train.class_names[k] for k in known)
+    train_idx, val_idx = train_val_split(full_train.labels, spec.val_fraction, seed)
+    train_labels = relabel(full_train.labels, known)
+    train = ImageSet(full_train.images[train_idx], train_labels[train_idx], known_names)
+    val = ImageSet(full_train.images[val_idx], train_labels[val_idx], known_names)
+    del full_train
+
+    same_source = spec.unknown_source == spec.known_source
+    test_src = load_dataset(spec.known_source, known_root, "test",
+                            classes=None if same_source else known, **opts)
+    is_known = np.isin(test_src.labels, known)
+    test_known = ImageSet(test_src.images[is_known], relabel(test_src.labels[is_known], known), known_names)
+
+    if not same_source:
+        test_src = load_dataset(spec.unknown_source, _root_for(root, spec.unknown_source), "test",
+                                classes=unknown, **opts)
+    is_unknown = np.isin(test_src.labels, unknown)
+    unknown_labels = test_src.labels[is_unknown]
+    test_unknown = ImageSet(test_src.images[is_unknown], np.full(unknown_labels.size, -1, np.int64),
+                            known_names)
+    absent = np.setdiff1d(unknown, unknown_labels)
+    if absent.size:
+        raise DataError(f"{spec.name} trial {trial.trial}: no test images of unknown class(es) "
+                        f"{absent.tolist()}.")
+    return OpenSetData(trial, train, val, test_known, test_unknown, known_names,
+                       tuple(test_src.class_names[u] for u in unknown), unknown_labels)
