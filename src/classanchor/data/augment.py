@@ -1,0 +1,399 @@
+"""Batched training augmentation and the evaluation transform, run on the images' device.
+
+The reference recipe (``reference-protocol.md``) is, per sample::
+
+    Resize(S) -> RandomResizedCrop(S, scale=(scale_min, 1), ratio=(3/4, 4/3))
+             -> RandomHorizontalFlip(flip_p) -> RandomRotation(rotation_deg, fill=0) -> Normalize(mean, std)
+
+Here the parameters of every sample are drawn at once with tensor ops, and resize, crop, flip and rotation
+are composed into ONE affine map per sample, so a whole batch is one ``affine_grid`` + ``grid_sample``
+(bilinear, ``align_corners=False``). The distribution of crops, flips and angles is the one of torchvision's
+per-sample transforms (``reference_sample_params`` is the per-sample definition that the tests compare with).
+
+Conventions:
+
+- crop parameters ``(top, left, height, width)`` are integer pixels of the input *after* the initial resize to
+  ``S x S`` (torchvision's ``get_params`` on the resized image);
+- a positive angle rotates the image content counter-clockwise as displayed (row 0 at the top), like
+  torchvision; +90 degrees equals ``torch.rot90(x, 1, dims=(-2, -1))``;
+- ``mean``/``std`` are in units of the [0, 1] range (``ToTensor`` convention); fill 0 is black before
+  normalisation.
+
+Known, deliberate differences from the torchvision pipeline (all sub-pixel):
+
+- one bilinear resampling instead of two (resize/crop, then rotation); torchvision's ``RandomRotation``
+  defaults to nearest interpolation, here the rotated image is bilinear and its border is a one-pixel linear
+  ramp centred on the edge where nearest would switch to the fill;
+- the source is read with border padding, and samples that fall up to half an output pixel beyond the crop
+  window read the neighbouring source pixel instead of the clamped crop edge;
+- no antialiasing when the input is larger than ``S`` (the crop itself is never larger than ``S x S``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "AugmentParams",
+    "AugmentSpec",
+    "affine_matrices",
+    "apply_params",
+    "augment_batch",
+    "compute_mean_std",
+    "eval_transform",
+    "normalize",
+    "reference_sample_params",
+    "sample_crop_params",
+    "sample_params",
+    "to_nchw",
+]
+
+NUM_CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params tries this many times, then falls back
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Parameters of the train augmentation and the eval transform.
+
+    size: output side S in pixels (square output). scale_min: lower bound of the crop's area fraction
+    (upper bound 1). flip_p: probability of a horizontal flip. rotation_deg: angles are uniform in
+    [-rotation_deg, rotation_deg] degrees (0 = no rotation). mean, std: per-channel normalisation in [0, 1]
+    units (length 1 broadcasts to every channel). ratio: aspect-ratio range (width / height) of the crop.
+    """
+
+    size: int
+    scale_min: float = 1.0
+    flip_p: float = 0.0
+    rotation_deg: float = 0.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "ratio", tuple(float(r) for r in self.ratio))
+        if int(self.size) != self.size or self.size < 1:
+            raise ValueError(f"size must be a positive integer, got {self.size!r}")
+        if not 0.0 < self.scale_min <= 1.0:
+            raise ValueError(f"scale_min must be in (0, 1], got {self.scale_min}")
+        if not 0.0 <= self.flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {self.flip_p}")
+        if self.rotation_deg < 0:
+            raise ValueError(f"rotation_deg must be >= 0, got {self.rotation_deg}")
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError(f"mean and std need the same non-zero length, got {self.mean} and {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        if len(self.ratio) != 2 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ratio must be (low, high) with 0 < low <= high, got {self.ratio}")
+
+
+class AugmentParams(NamedTuple):
+    """Per-sample augmentation parameters, each of shape (B,), on one device.
+
+    top, left, height, width: int64 crop box in pixels of the S x S resized input. flip: bool.
+    angle: float32 degrees (positive = counter-clockwise).
+    """
+
+    top: Tensor
+    left: Tensor
+    height: Tensor
+    width: Tensor
+    flip: Tensor
+    angle: Tensor
+
+
+# ----------------------------------------------------------------------------------------------- layout
+def _channel_axis(shape: tuple[int, ...], layout: str | None) -> int | None:
+    """Channel axis of an image batch: None for (B, H, W), 1 for NCHW, 3 for NHWC."""
+    if len(shape) == 3:
+        return None
+    if len(shape) != 4:
+        raise ValueError(f"expected images of shape (B, H, W), (B, C, H, W) or (B, H, W, C), got {shape}")
+    if layout is not None:
+        if layout.upper() not in ("NCHW", "NHWC"):
+            raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        return 1 if layout.upper() == "NCHW" else 3
+    channels = (1, 3, 4)
+    if shape[3] in channels and shape[1] not in channels:
+        return 3
+    return 1
+
+
+def to_nchw(images, layout: str | None = None) -> Tensor:
+    """(B, H, W), (B, C, H, W) or (B, H, W, C) array/tensor -> (B, C, H, W) tensor (a view where possible).
+
+    The layout is guessed from the shape (channels = a size of 1, 3 or 4) unless ``layout`` says it.
+    """
+    x = torch.as_tensor(images)
+    axis = _channel_axis(tuple(x.shape), layout)
+    if axis is None:
+        return x.unsqueeze(1)
+    if axis == 3:
+        return x.permute(0, 3, 1, 2)
+    return x
+
+
+# ------------------------------------------------------------------------------------------ parameters
+def _generator_device(generator: torch.Generator | None, device) -> torch.device:
+    if generator is not None:
+        return generator.device
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def sample_crop_params(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
+    device=None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """RandomResizedCrop boxes for n samples at once -> (top, left, h, w), int64 tensors of shape (n,).
+
+    Same distribution as torchvision's ``RandomResizedCrop.get_params``: per try, area fraction ~ U(scale),
+    log(aspect) ~ U(log ratio), w = round(sqrt(A * f * r)), h = round(sqrt(A * f / r)); the first of
+    ``NUM_CROP_TRIES`` tries with 0 < w <= width and 0 < h <= height is kept (all tries are drawn at once and
+    the first valid one selected), else a centred crop of the clamped ratio; top ~ U{0..height-h},
+    left ~ U{0..width-w}. Random numbers are drawn on ``generator.device`` (or ``device``).
+    """
+    dev = _generator_device(generator, device)
+    u = torch.rand((n, 2 * NUM_CROP_TRIES + 2), generator=generator, device=dev)
+    area = float(height * width)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * u[:, :NUM_CROP_TRIES])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, NUM_CROP_TRIES : 2 * NUM_CROP_TRIES])
+    w = torch.round(torch.sqrt(target_area * aspect)).long()  # round half to even, like Python's round
+    h = torch.round(torch.sqrt(target_area / aspect)).long()
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # (n, tries)
+    # Index of the first valid try = number of leading invalid tries (clamped; overridden below if none).
+    leading_invalid = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True)
+    first = leading_invalid.clamp_(max=NUM_CROP_TRIES - 1)
+    any_valid = valid.any(dim=1)
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+
+    # Fallback (no valid try): centred crop whose aspect ratio is clamped into the ratio range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    w = torch.where(any_valid, w, torch.full_like(w, fw))
+    h = torch.where(any_valid, h, torch.full_like(h, fh))
+    top = torch.floor(u[:, -2] * (height - h + 1).to(u.dtype)).long()
+    left = torch.floor(u[:, -1] * (width - w + 1).to(u.dtype)).long()
+    top = torch.minimum(top, height - h)  # guards float rounding of u * n up to n
+    left = torch.minimum(left, width - w)
+    top = torch.where(any_valid, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(any_valid, left, torch.full_like(left, (width - fw) // 2))
+    return top, left, h, w
+
+
+def sample_params(
+    n: int, spec: AugmentSpec, generator: torch.Generator | None = None, device=None
+) -> AugmentParams:
+    """Draw crop boxes, flips and angles for n samples -> AugmentParams of shape (n,) on the generator's device."""
+    dev = _generator_device(generator, device)
+    top, left, h, w = sample_crop_params(
+        n, spec.size, spec.size, (spec.scale_min, 1.0), spec.ratio, generator=generator, device=dev
+    )
+    u = torch.rand((n, 2), generator=generator, device=dev)
+    flip = u[:, 0] < spec.flip_p
+    angle = (2.0 * u[:, 1] - 1.0) * spec.rotation_deg
+    return AugmentParams(top, left, h, w, flip, angle)
+
+
+# --------------------------------------------------------------------------------------------- applying
+def affine_matrices(params: AugmentParams, size: int) -> Tensor:
+    """Per-sample affine maps for ``F.affine_grid`` -> (B, 2, 3) float32.
+
+    Output normalised coords o (x right, y down, in [-1, 1]) map to source normalised coords
+    ``src = C @ F @ R @ o`` with R the inverse of a counter-clockwise rotation by ``angle``, F the flip
+    (x -> -x) and C the crop box (scale w/S, h/S and shift to the box centre). The initial resize to S x S is
+    implicit: normalised coordinates do not depend on the resolution.
+    """
+    s = float(size)
+    rad = params.angle.float() * (math.pi / 180.0)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    sx = params.width.float() / s
+    sy = params.height.float() / s
+    cx = (2.0 * params.left.float() + params.width.float()) / s - 1.0
+    cy = (2.0 * params.top.float() + params.height.float()) / s - 1.0
+    fx = torch.where(params.flip, -sx, sx)
+    row0 = torch.stack([fx * cos, -fx * sin, cx], dim=1)
+    row1 = torch.stack([sy * sin, sy * cos, cy], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def _rotation_fill_mask(angle: Tensor, size: int) -> Tensor:
+    """Coverage of the rotated S x S image at each output pixel -> (B, 1, S, S) in [0, 1] (0 = fill).
+
+    Equals bilinear sampling (zero padding) of an all-ones image at the rotated coordinates, i.e. the mask
+    torchvision uses for the fill value.
+    """
+    rad = angle.float() * (math.pi / 180.0)
+    cos, sin = torch.cos(rad)[:, None, None], torch.sin(rad)[:, None, None]
+    coords = (2.0 * torch.arange(size, device=angle.device, dtype=torch.float32) + 1.0) / size - 1.0
+    ox, oy = coords[None, None, :], coords[None, :, None]
+    rx = cos * ox - sin * oy  # (B, S, S), in the rotated image's normalised frame
+    ry = sin * ox + cos * oy
+
+    def coverage(t: Tensor) -> Tensor:
+        p = ((t + 1.0) * size - 1.0) * 0.5  # pixel coordinate, pixel centres at 0..S-1
+        return torch.clamp(torch.minimum(p + 1.0, size - p), 0.0, 1.0)
+
+    return (coverage(rx) * coverage(ry)).unsqueeze(1)
+
+
+def _norm_coeffs(spec: AugmentSpec, channels: int, device) -> tuple[Tensor, Tensor]:
+    """(scale, shift) of shape (1, C, 1, 1) so that normalised = uint8_value * scale - shift."""
+    return _cached_norm_coeffs(spec.mean, spec.std, int(channels), torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_norm_coeffs(
+    mean_t: tuple, std_t: tuple, channels: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    # Cached per device: a host-to-device copy per batch would synchronise the GPU stream on the hot path.
+    mean = torch.tensor(mean_t, dtype=torch.float32)
+    std = torch.tensor(std_t, dtype=torch.float32)
+    if mean.numel() == 1:
+        mean, std = mean.expand(channels), std.expand(channels)
+    elif mean.numel() != channels:
+        raise ValueError(f"spec has {mean.numel()} mean/std values for images with {channels} channels")
+    scale = (1.0 / (255.0 * std)).view(1, channels, 1, 1)
+    shift = (mean / std).view(1, channels, 1, 1)
+    return scale.to(device), shift.to(device)
+
+
+def normalize(x: Tensor, spec: AugmentSpec) -> Tensor:
+    """(B, C, H, W) float in uint8 units [0, 255] -> (x / 255 - mean) / std, float32."""
+    scale, shift = _norm_coeffs(spec, x.shape[1], x.device)
+    return x.float() * scale - shift
+
+
+def apply_params(
+    images: Tensor, params: AugmentParams, spec: AugmentSpec, layout: str | None = None
+) -> Tensor:
+    """Crop + resize + flip + rotate + normalise with given parameters.
+
+    images: uint8 (or float in [0, 255]) (B, C, H, W) / (B, H, W, C) / (B, H, W) on any device; params on the
+    same device. Returns float32 (B, C, S, S), contiguous NCHW.
+    """
+    x = to_nchw(images, layout)
+    b, c = x.shape[:2]
+    theta = affine_matrices(params, spec.size)
+    grid = F.affine_grid(theta, [b, c, spec.size, spec.size], align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if spec.rotation_deg > 0:
+        out = out * _rotation_fill_mask(params.angle, spec.size)
+    scale, shift = _norm_coeffs(spec, c, out.device)
+    return out.mul_(scale).sub_(shift)
+
+
+def augment_batch(
+    images: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None, layout: str | None = None
+) -> Tensor:
+    """Random train augmentation of a batch: uint8 (B, C, H, W) or (B, H, W, C) -> float32 (B, C, S, S).
+
+    All randomness comes from ``generator`` (same state -> same batch); it may live on the CPU or on the
+    images' device (parameters are moved to the images' device). Example::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+        >>> augment_batch(x, AugmentSpec(32, 0.8, 0.5, 10.0, (0.5,), (0.25,)), g).shape
+        torch.Size([4, 3, 32, 32])
+    """
+    x = torch.as_tensor(images)
+    params = sample_params(x.shape[0], spec, generator=generator, device=x.device)
+    if params.top.device != x.device:
+        params = AugmentParams(*(p.to(x.device, non_blocking=True) for p in params))
+    return apply_params(x, params, spec, layout)
+
+
+def eval_transform(images: Tensor, spec: AugmentSpec, layout: str | None = None) -> Tensor:
+    """Deterministic transform: resize to S x S (bilinear; antialiased when shrinking) + normalise.
+
+    uint8 (B, C, H, W) / (B, H, W, C) / (B, H, W) -> float32 (B, C, S, S), e.g. MNIST 28 px -> 32 px.
+    """
+    x = to_nchw(torch.as_tensor(images), layout).float()
+    h, w = x.shape[-2:]
+    if (h, w) != (spec.size, spec.size):
+        shrink = h > spec.size or w > spec.size
+        x = F.interpolate(
+            x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=shrink
+        )
+    scale, shift = _norm_coeffs(spec, x.shape[1], x.device)
+    return (x * scale).sub_(shift).contiguous()  # out of place: x may be the caller's float tensor
+
+
+# ------------------------------------------------------------------------------------------- statistics
+def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of a uint8 image array, in [0, 1] units.
+
+    images: numpy array or tensor, (N, H, W), (N, C, H, W) or (N, H, W, C), uint8. Exact: a 256-bin
+    histogram per channel (integer counts), then float64 moments; no float copy of the data is made.
+    """
+    x = torch.as_tensor(images)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"compute_mean_std expects uint8 images, got {x.dtype}")
+    x = to_nchw(x, layout)
+    if x.numel() == 0:
+        raise ValueError("compute_mean_std got an empty array")
+    values = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for ch in range(x.shape[1]):  # one histogram per channel (C <= 4)
+        counts = torch.bincount(x[:, ch].reshape(-1), minlength=256).to("cpu", torch.float64)
+        n = counts.sum()
+        mean = (counts * values).sum() / n
+        var = (counts * (values - mean) ** 2).sum() / n
+        means.append(float(mean) / 255.0)
+        stds.append(math.sqrt(float(var)) / 255.0)
+    return tuple(means), tuple(stds)
+
+
+# -------------------------------------------------------------------------------- per-sample reference
+def reference_sample_params(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """ONE crop box (top, left, h, w), drawn exactly as torchvision's ``RandomResizedCrop.get_params``.
+
+    A per-sample Python reference for tests and benchmarks only; never use it on a hot path.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(NUM_CROP_TRIES):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            i = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            j = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return i, j, h, w
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w = width
+        h = round(w / min(ratio))
+    elif in_ratio > max(ratio):
+        h = height
+        w = round(h * max(ratio))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
