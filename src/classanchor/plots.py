@@ -1,0 +1,632 @@
+"""The paper's figures from arrays: every function takes numpy arrays (or tensors) and returns a Figure.
+
+Conventions: label -1 = unknown; open-set scores are "higher = more unknown"; accuracies and AUROCs are
+fractions in [0, 1] (shown as percentages). The figures are built with :class:`matplotlib.figure.Figure`
+directly (no pyplot), so nothing is shown, no GUI backend is needed and nothing is kept alive in pyplot's
+global state; write them with :func:`save_figure`.
+
+Layout: the figures use matplotlib's *constrained* layout, the successor of ``tight_layout`` that also
+makes room for colorbars and for legends placed beside the axes. A single-axes plot accepts ``ax=`` to
+draw into an existing figure (e.g. a panel of a larger figure); it then returns ``ax.figure``.
+
+Paper figures: Fig. 1 :func:`decision_regions` + :func:`logit_space` (see ``examples/toy_2d.py``);
+Fig. 2 :func:`hyperparameter_heatmaps`; Fig. 3 :func:`ablation_bars`; Fig. 4 :func:`unknown_confusion`
+with :func:`unknown_confusion_counts`; Fig. 5 :func:`image_grid` with :func:`extremes`.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> fig = score_histograms(rng.normal(0, 1, 100), rng.normal(2, 1, 100), threshold=1.5)
+    >>> save_figure(fig, "/tmp/classanchor_doctest_hist.png").name
+    'classanchor_doctest_hist.png'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from .io import atomic_write
+from .metrics import to_numpy
+
+__all__ = [
+    "ablation_bars",
+    "class_colors",
+    "decision_regions",
+    "extremes",
+    "hyperparameter_heatmaps",
+    "image_grid",
+    "logit_space",
+    "roc_curves",
+    "row_normalise",
+    "save_figure",
+    "score_histograms",
+    "trial_bars",
+    "unknown_confusion",
+    "unknown_confusion_counts",
+]
+
+#: Colour of everything unknown / rejected (unknown points, the rejected region).
+UNKNOWN_COLOR = "#8c8c8c"
+#: Display names of the library's method keys; any other key is shown as it is.
+METHOD_LABELS = {"cac": "CAC", "anchor": "Anchor loss only", "tuplet": "Tuplet loss only", "ce": "Cross-entropy"}
+
+
+def _label(name: str) -> str:
+    return METHOD_LABELS.get(name, name)
+
+
+def class_colors(num_classes: int) -> list[tuple[float, float, float]]:
+    """One distinct RGB colour per known class: tab10 (up to 10), tab20 (up to 18), then hsv.
+
+    The greys of tab10/tab20 are left out: grey means "unknown" in every plot of this module.
+    """
+    from matplotlib import colormaps
+
+    def saturated(palette):
+        return [to_rgb(c) for c in palette if max(to_rgb(c)) - min(to_rgb(c)) > 0.05]
+
+    if num_classes <= 10:
+        palette = saturated(colormaps["tab10"].colors) + [to_rgb("#393b79")]
+    elif num_classes <= 18:
+        palette = saturated(colormaps["tab20"].colors)
+    else:
+        palette = [to_rgb(colormaps["hsv"](i / num_classes)) for i in range(num_classes)]
+    return palette[:num_classes]
+
+
+def _wrap(text: str, inches: float, fontsize_pt: float = 12) -> str:
+    """Wrap ``text`` to lines that fit ``inches`` at ``fontsize_pt`` (about 0.55 em per character)."""
+    return "\n".join(textwrap.wrap(text, max(10, int(inches * 72 / (0.55 * fontsize_pt)))))
+
+
+def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax  # type: ignore[return-value]
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _rotate_if_crowded(ax: Axes, names: Sequence[str], slot_inches: float) -> None:
+    """Rotate x tick labels by 45 degrees when the longest would not fit its slot of ``slot_inches``."""
+    if max((len(n) for n in names), default=0) * 0.085 > slot_inches:
+        for label in ax.get_xticklabels():
+            label.set_rotation(45)
+            label.set_ha("right")
+            label.set_rotation_mode("anchor")
+
+
+# ---------------------------------------------------------------------------------------------- scores
+
+def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score",
+               ax: Axes | None = None) -> Figure:
+    """ROC curves of several open-set scores, unknown = positive class, with the AUROC in the legend.
+
+    Args:
+        curves: ``{method name: (scores (N,), is_unknown (N,) bool)}``; higher score = more unknown.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = _figure_and_axes(ax, (5.4, 4.8))
+    colors = class_colors(max(len(curves), 1))
+    for color, (name, (scores, is_unknown)) in zip(colors, curves.items()):
+        scores = to_numpy(scores).astype(np.float64).ravel()
+        is_unknown = to_numpy(is_unknown).astype(bool).ravel()
+        if is_unknown.all() or not is_unknown.any():
+            raise ValueError(f"ROC of {name!r} needs both known and unknown samples.")
+        fpr, tpr, _ = roc_curve(is_unknown, scores)
+        ax.plot(fpr, tpr, color=color, lw=2, label=f"{_label(name)} (AUROC {roc_auc_score(is_unknown, scores):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance (AUROC 0.5)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), title=title,
+           xlabel="false positive rate (fraction of knowns rejected)",
+           ylabel="true positive rate (fraction of unknowns rejected)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def score_histograms(known_scores, unknown_scores, threshold: float | None = None, *,
+                     title: str = "Open-set score of known and unknown test images",
+                     score_name: str = "open-set score", bins: int = 60, log_x: bool = False,
+                     ax: Axes | None = None) -> Figure:
+    """Overlapping density histograms of the open-set score of knowns and unknowns, on shared bins.
+
+    Args:
+        known_scores, unknown_scores: (N_k,), (N_u,) scores, higher = more unknown.
+        threshold: drawn as a vertical line; samples with ``score >= threshold`` are rejected.
+        log_x: logarithmic score axis with geometric bins (all scores must be > 0), for heavy tails.
+    """
+    known = to_numpy(known_scores).astype(np.float64).ravel()
+    unknown = to_numpy(unknown_scores).astype(np.float64).ravel()
+    both = np.concatenate([known, unknown])
+    if both.size == 0 or not np.isfinite(both).all():
+        raise ValueError("score_histograms needs finite scores.")
+    if log_x:
+        if (both <= 0).any():
+            raise ValueError("log_x=True needs strictly positive scores.")
+        edges = np.geomspace(both.min(), both.max() * (1 + 1e-9), bins + 1)
+    else:
+        edges = np.histogram_bin_edges(both, bins=bins)
+    fig, ax = _figure_and_axes(ax, (6.0, 4.0))
+    for values, color, name in ((known, "#1f77b4", "known"), (unknown, "#6e6e6e", "unknown")):
+        if values.size:
+            # log axis: fraction per (geometric) bin, which is what the eye reads on a log axis
+            weights = np.full(values.size, 1.0 / values.size) if log_x else None
+            ax.hist(values, bins=edges, density=not log_x, weights=weights, histtype="stepfilled",
+                    alpha=0.4, color=color, edgecolor=color, lw=1.5, label=f"{name} (n={values.size})")
+    if threshold is not None:
+        accepted = float((known < threshold).mean()) if known.size else math.nan
+        ax.axvline(threshold, color="k", ls="--", lw=1.5,
+                   label=f"threshold {threshold:.3g} (accepts {100 * accepted:.1f}% of knowns)")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom for the legend
+    ax.set(title=title, xlabel=_wrap(f"{score_name} (higher = more unknown)", 5.5, 10),
+           ylabel="fraction of samples per bin" if log_x else "probability density (per score unit)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ logit space
+
+def _projection(logits: np.ndarray, anchors: np.ndarray | None):
+    """Identity for K = 2, else a 2-D PCA fitted on the known logits and the anchors."""
+    k = logits.shape[1]
+    if k == 2:
+        return (lambda z: z), None
+    from sklearn.decomposition import PCA
+
+    fit_on = logits if anchors is None else np.vstack([logits, anchors])
+    pca = PCA(n_components=2, random_state=0).fit(fit_on)
+    return pca.transform, pca.explained_variance_ratio_
+
+
+def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_logits=None, *,
+                anchor_label: str = "anchors", title: str | None = None, max_points: int = 5000,
+                seed: int = 0, legend: bool = True, ax: Axes | None = None) -> Figure:
+    """Scatter of logit vectors coloured by class, anchors as large stars, unknowns in grey (Fig. 1 right).
+
+    K = 2 is drawn directly (axes ``z_1``, ``z_2``); for K > 2 the points are projected on the first two
+    principal components of the known logits together with the anchors (stated in the axis labels).
+
+    Args:
+        logits: (N, K) logits of known samples; labels: (N,) classes 0..K-1 (the true or predicted class).
+        anchors: (K, K) anchors (e.g. re-fitted by :func:`classanchor.heads.fit_anchors`) or class means,
+            or None; ``anchor_label`` names them in the legend.
+        class_names: K names.
+        unknown_logits: optional (N_u, K) logits of unknown samples.
+        max_points: at most this many known and this many unknown points are drawn (a fixed random
+            subset), so plots of large test sets stay readable and small.
+        legend: draw the legend (off when several panels share one).
+    """
+    z = to_numpy(logits).astype(np.float64)
+    y = to_numpy(labels).astype(np.int64).ravel()
+    k = len(class_names)
+    if z.ndim != 2 or z.shape[1] != k or y.shape[0] != z.shape[0]:
+        raise ValueError(f"logits {z.shape} must be (N, K={k}) with one label each (labels {y.shape}).")
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise ValueError("labels must be in 0..K-1; pass unknown samples as unknown_logits.")
+    c = None if anchors is None else to_numpy(anchors).astype(np.float64).reshape(k, k)
+    u = None if unknown_logits is None else to_numpy(unknown_logits).astype(np.float64).reshape(-1, k)
+    project, variance = _projection(z, c)
+    rng = np.random.default_rng(seed)
+
+    def subset(n: int) -> np.ndarray:
+        return np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+
+    fig, ax = _figure_and_axes(ax, (6.4, 5.2) if k <= 10 else (7.6, 5.6))
+    colors = class_colors(k)
+    size = 8 if z.shape[0] > 1000 else 14
+    if u is not None and len(u):
+        pu = project(u[subset(len(u))])
+        ax.scatter(pu[:, 0], pu[:, 1], s=size, c=UNKNOWN_COLOR, marker="x", lw=0.8, alpha=0.6,
+                   zorder=1, rasterized=True)
+    keep = subset(len(z))
+    pz, yk = project(z[keep]), y[keep]
+    for cls in range(k):
+        mask = yk == cls
+        ax.scatter(pz[mask, 0], pz[mask, 1], s=size, color=colors[cls], alpha=0.7, lw=0,
+                   zorder=2, rasterized=True)
+    if c is not None:
+        pc = project(c)
+        # hollow stars (class-coloured outline on a black one), so a tight cluster inside stays visible
+        ax.scatter(pc[:, 0], pc[:, 1], s=320, marker="*", facecolors="none", edgecolors="k", lw=3.0, zorder=4)
+        ax.scatter(pc[:, 0], pc[:, 1], s=320, marker="*", facecolors="none", edgecolors=colors, lw=1.4,
+                   zorder=5)
+    if variance is None:
+        ax.set(xlabel=f"logit $z_1$ ({class_names[0]})", ylabel=f"logit $z_2$ ({class_names[1]})")
+    else:
+        ax.set(xlabel=f"logit-space PCA component 1 ({100 * variance[0]:.0f}% of variance)",
+               ylabel=f"logit-space PCA component 2 ({100 * variance[1]:.0f}% of variance)")
+    ax.set_title(title or ("Logit space" if k == 2 else f"Logit space ({k} classes, PCA projection)"))
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], marker="o", ls="", color=colors[i], label=class_names[i]) for i in range(k)]
+    if u is not None and len(u):
+        handles.insert(0, Line2D([], [], marker="x", ls="", color=UNKNOWN_COLOR, label="unknown"))
+    if c is not None:
+        handles.append(Line2D([], [], marker="*", ls="", markersize=14, markerfacecolor="none",
+                              markeredgecolor="k", markeredgewidth=1.5, label=anchor_label))
+    if not legend:
+        return fig
+    if k <= 6:
+        ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.9)
+    else:
+        ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncol=1 if k <= 12 else 2)
+    return fig
+
+
+def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
+                     class_names: Sequence[str] | None = None, *, title: str = "Input space",
+                     xlabel: str = "input $x_1$", ylabel: str = "input $x_2$",
+                     unknown_label: str = "rejected as unknown", legend: bool = True,
+                     ax: Axes | None = None) -> Figure:
+    """A 2-D plane coloured by predicted class with the rejected region in grey, points on top (Fig. 1).
+
+    Args:
+        grid_x: (W,) increasing x coordinates of the grid columns; grid_y: (H,) of the rows.
+        predicted: (H, W) predicted class per grid point, -1 where the point is rejected as unknown.
+        points, labels: optional (N, 2) points and their (N,) classes 0..K-1 (e.g. the training data).
+        class_names: K names (default "class 0", ...); K defaults to ``predicted.max() + 1``.
+    """
+    gx, gy = to_numpy(grid_x).astype(np.float64).ravel(), to_numpy(grid_y).astype(np.float64).ravel()
+    pred = to_numpy(predicted).astype(np.int64)
+    if pred.shape != (gy.size, gx.size):
+        raise ValueError(f"predicted must have shape (len(grid_y), len(grid_x)) = {(gy.size, gx.size)}, "
+                         f"got {pred.shape}.")
+    k = len(class_names) if class_names is not None else int(max(pred.max(), 0)) + 1
+    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(k)]
+    if pred.min() < -1 or pred.max() >= k:
+        raise ValueError(f"predicted must hold -1 (unknown) or a class in 0..{k - 1}.")
+    colors = class_colors(k)
+    tints = [tuple(0.35 * np.asarray(c) + 0.65) for c in colors]  # light version of each class colour
+    cmap = ListedColormap([to_rgb(UNKNOWN_COLOR)] + tints)
+    fig, ax = _figure_and_axes(ax, (5.4, 5.0))
+    dx = (gx[-1] - gx[0]) / max(gx.size - 1, 1) / 2
+    dy = (gy[-1] - gy[0]) / max(gy.size - 1, 1) / 2
+    ax.imshow(pred + 1, cmap=cmap, vmin=-0.5, vmax=k + 0.5, origin="lower", interpolation="nearest",
+              extent=(gx[0] - dx, gx[-1] + dx, gy[0] - dy, gy[-1] + dy), aspect="auto", zorder=0)
+    handles: list = [Patch(facecolor=UNKNOWN_COLOR, edgecolor="0.3", label=unknown_label)]
+    if points is not None:
+        p = to_numpy(points).astype(np.float64).reshape(-1, 2)
+        lab = to_numpy(labels).astype(np.int64).ravel()
+        for cls in range(k):
+            mask = lab == cls
+            ax.scatter(p[mask, 0], p[mask, 1], s=10, color=colors[cls], edgecolors="k", lw=0.3, zorder=2,
+                       rasterized=True)
+    for cls in range(k):
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor=colors[cls], markeredgecolor="k",
+                              markeredgewidth=0.4, label=names[cls]))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(gx[0] - dx, gx[-1] + dx),
+           ylim=(gy[0] - dy, gy[-1] + dy))
+    if legend:
+        ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------- Fig. 4: confusion
+
+def unknown_confusion_counts(predictions, original_classes, accepted_mask, unknown_class_ids,
+                             num_known: int) -> np.ndarray:
+    """Counts behind Fig. 4: for each unknown class, how many of its images accepted as known went to each
+    known class.
+
+    ``counts[u, k]`` = number of samples with ``original_classes == unknown_class_ids[u]``,
+    ``accepted_mask`` True (score below the threshold) and ``predictions == k``. Samples whose original
+    class is not in ``unknown_class_ids`` (the knowns) are ignored.
+
+    Args:
+        predictions: (N,) predicted known class 0..K-1; original_classes: (N,) class ids in the source
+            dataset; accepted_mask: (N,) bool; unknown_class_ids: (U,) distinct original ids, in row order.
+    Returns:
+        (U, K) int64 counts.
+    """
+    pred = to_numpy(predictions).astype(np.int64).ravel()
+    orig = to_numpy(original_classes).astype(np.int64).ravel()
+    accepted = to_numpy(accepted_mask).astype(bool).ravel()
+    ids = to_numpy(unknown_class_ids).astype(np.int64).ravel()
+    if not pred.shape == orig.shape == accepted.shape:
+        raise ValueError(f"predictions {pred.shape}, original_classes {orig.shape} and accepted_mask "
+                         f"{accepted.shape} must have the same length.")
+    if np.unique(ids).size != ids.size:
+        raise ValueError("unknown_class_ids must be distinct.")
+    counts = np.zeros((ids.size, num_known), dtype=np.int64)
+    if ids.size == 0 or pred.size == 0:
+        return counts
+    order = np.argsort(ids)
+    pos = np.clip(np.searchsorted(ids, orig, sorter=order), 0, ids.size - 1)
+    row = order[pos]
+    selected = accepted & (ids[row] == orig)
+    cols = pred[selected]
+    if cols.size and (cols.min() < 0 or cols.max() >= num_known):
+        raise ValueError(f"predictions of accepted samples must be known classes in 0..{num_known - 1}.")
+    np.add.at(counts, (row[selected], cols), 1)
+    return counts
+
+
+def row_normalise(counts) -> np.ndarray:
+    """Each row divided by its sum (float64); rows summing to 0 become NaN (shown as "n/a")."""
+    counts = to_numpy(counts).astype(np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / totals, np.nan)
+
+
+def _annotated_heatmap(ax: Axes, values: np.ndarray, fmt, cmap: str, vmin=None, vmax=None):
+    """imshow of ``values`` with each cell's ``fmt(value)`` written in it (NaN cells hatched, 'n/a')."""
+    from matplotlib import colormaps
+
+    masked = np.ma.masked_invalid(values)
+    image = ax.imshow(masked, cmap=colormaps[cmap].with_extremes(bad="0.92"), vmin=vmin, vmax=vmax,
+                      aspect="auto", interpolation="nearest")
+    rows, cols = values.shape
+    fontsize = float(np.clip(130 / max(rows, cols, 1), 5.5, 10))
+    for r in range(rows):
+        for c in range(cols):
+            v = values[r, c]
+            if np.isnan(v):
+                ax.text(c, r, "n/a", ha="center", va="center", fontsize=fontsize, color="0.4")
+                continue
+            red, green, blue, _ = image.cmap(image.norm(v))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on a dark cell
+            ax.text(c, r, fmt(v), ha="center", va="center", fontsize=fontsize, color="w" if dark else "k")
+    return image
+
+
+def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequence[str], *,
+                      row_totals=None, title: str = "Unknown images accepted as known: which known class?",
+                      ax: Axes | None = None) -> Figure:
+    """The heatmap of the paper's Fig. 4, percentages in the cells.
+
+    Args:
+        matrix: (U, K) row-normalised fractions (:func:`row_normalise` of
+            :func:`unknown_confusion_counts`); row u = unknown class, column k = known class it was
+            classified as; NaN rows (no unknown of that class accepted) are shown as "n/a".
+        unknown_names, known_names: U and K names.
+        row_totals: optional (U,) number of accepted images per row, shown beside the row names.
+    """
+    m = to_numpy(matrix).astype(np.float64)
+    u, k = len(unknown_names), len(known_names)
+    if m.shape != (u, k):
+        raise ValueError(f"matrix has shape {m.shape}, expected (len(unknown_names), len(known_names)) = {(u, k)}.")
+    width = max(6.0, 2.6 + 0.5 * k + 0.07 * max(len(n) for n in unknown_names))
+    fig, ax = _figure_and_axes(ax, (width, 1.8 + 0.4 * u + 0.06 * max(len(n) for n in known_names)))
+    image = _annotated_heatmap(ax, 100 * m, lambda v: f"{v:.0f}%", "Blues", vmin=0, vmax=100)
+    rows = list(unknown_names)
+    if row_totals is not None:
+        rows = [f"{n} (n={int(t)})" for n, t in zip(rows, to_numpy(row_totals).ravel())]
+    ax.set_xticks(range(k), labels=list(known_names))
+    ax.set_yticks(range(u), labels=rows)
+    _rotate_if_crowded(ax, list(known_names), 0.5)
+    ax.set(title=_wrap(title, fig.get_figwidth() * 0.8), xlabel="predicted known class",
+           ylabel="true unknown class")
+    fig.colorbar(image, ax=ax, label="share of the row's accepted unknowns (%)", shrink=0.9)
+    return fig
+
+
+# ------------------------------------------------------------------------------ trials and studies
+
+def _as_percent_table(per_trial: Mapping[str, Sequence]) -> tuple[list[str], np.ndarray]:
+    """{method: [(acc, auroc), ...]} -> names and (M, T_max, 2) percentages, NaN-padded."""
+    names = list(per_trial)
+    longest = max((len(v) for v in per_trial.values()), default=0)
+    table = np.full((len(names), longest, 2), np.nan)
+    for i, name in enumerate(names):
+        values = np.asarray(per_trial[name], dtype=np.float64).reshape(-1, 2)
+        table[i, : len(values)] = 100 * values
+    return names, table
+
+
+def _ylim_for(values: np.ndarray, extra=()) -> tuple[float, float]:
+    finite = np.concatenate([values[np.isfinite(values)], [e for e in extra if np.isfinite(e)]])
+    if finite.size == 0:
+        return 0.0, 100.0
+    lo, hi = finite.min(), finite.max()
+    span = max(hi - lo, 2.0)
+    return max(0.0, math.floor(lo - 0.6 * span)), min(100.0, hi + 0.35 * span)
+
+
+def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
+               published: Mapping[str, tuple[float | None, float | None]] | None = None, *,
+               title: str = "Accuracy and AUROC per trial") -> Figure:
+    """Bars of closed-set accuracy and AUROC for each trial and method, published values as dashed lines.
+
+    Args:
+        per_trial: ``{method: [(accuracy, auroc) of trial 1, ...]}``, fractions in [0, 1].
+        published: ``{method: (accuracy, auroc)}`` from the paper (either may be None), drawn as a dashed
+            line in the method's colour across the panel.
+    Note: the value axis starts near the smallest value (not at 0) so that differences of a few points
+    are visible; read the tick labels.
+    """
+    names, table = _as_percent_table(per_trial)
+    published = dict(published or {})
+    trials = table.shape[1]
+    colors = dict(zip(names, class_colors(max(len(names), 1))))
+    panel = 1.4 + max(2.6, 0.28 * (trials + 1) * max(len(names), 1))
+    fig = Figure(figsize=(2 * panel + 2.6, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(trials + 1)  # the trials, then their mean
+    for j, (ax, metric) in enumerate(zip(axes, ("closed-set accuracy", "AUROC"))):
+        pub_values = []
+        for i, name in enumerate(names):
+            values = table[i, :, j]
+            bars = np.append(values, np.nanmean(values) if np.isfinite(values).any() else np.nan)
+            offset = (i - (len(names) - 1) / 2) * width
+            ax.bar(x + offset, bars, width=width * 0.92, color=colors[name], label=_label(name),
+                   edgecolor="k", lw=0.4)
+            pub = published[name][j] if name in published else None
+            if pub is not None and np.isfinite(pub):
+                pub_values.append(100 * pub)
+                ax.axhline(100 * pub, color=colors[name], ls="--", lw=1.6)
+                ax.annotate(f"{100 * pub:.1f}", (1.0, 100 * pub), xycoords=("axes fraction", "data"),
+                            xytext=(3, 0), textcoords="offset points", va="center", fontsize="small",
+                            color=colors[name], annotation_clip=False)
+        lo, hi = _ylim_for(table[:, :, j], pub_values)
+        ax.set_ylim(lo, hi)
+        ax.set_xticks(x, labels=[f"trial {t + 1}" for t in range(trials)] + ["mean"])
+        ax.set(title=metric, xlabel="trial (last group: mean over trials)", ylabel=f"{metric} (%)")
+        ax.grid(axis="y", alpha=0.3)
+        _rotate_if_crowded(ax, [f"trial {trials}"], (panel - 1.4) / (trials + 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if any(name in published for name in names):
+        handles.append(Line2D([], [], color="k", ls="--", lw=1.6))
+        labels.append("published value\n(method's colour)")
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def hyperparameter_heatmaps(magnitudes, weights, accuracy, auroc, *,
+                            title: str = "Sensitivity of CAC to its hyperparameters") -> Figure:
+    """The paper's Fig. 2: closed-set accuracy and AUROC over anchor magnitude x anchor weight.
+
+    Args:
+        magnitudes: (M,) anchor magnitudes (the paper's alpha); weights: (W,) anchor-loss weights (lambda).
+        accuracy, auroc: (M, W) fractions in [0, 1]; NaN for a configuration not run ("n/a").
+    """
+    mags, wts = to_numpy(magnitudes).ravel(), to_numpy(weights).ravel()
+    acc, roc = to_numpy(accuracy).astype(np.float64), to_numpy(auroc).astype(np.float64)
+    for name, values in (("accuracy", acc), ("auroc", roc)):
+        if values.shape != (mags.size, wts.size):
+            raise ValueError(f"{name} has shape {values.shape}, expected (len(magnitudes), len(weights)) = "
+                             f"{(mags.size, wts.size)}.")
+    fig = Figure(figsize=(3.2 + 1.4 * 0.62 * wts.size * 2, 1.9 + 0.48 * mags.size), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, values, metric in zip(axes, (acc, roc), ("closed-set accuracy", "AUROC")):
+        image = _annotated_heatmap(ax, 100 * values, lambda v: f"{v:.1f}", "viridis")
+        ax.set_xticks(range(wts.size), labels=[f"{w:g}" for w in wts])
+        ax.set_yticks(range(mags.size), labels=[f"{m:g}" for m in mags])
+        _rotate_if_crowded(ax, [f"{w:g}" for w in wts], 0.62)
+        ax.set(title=metric, xlabel=r"anchor weight $\lambda$ (weight of the anchor loss)",
+               ylabel=r"anchor magnitude $\alpha$ (logit units)")
+        fig.colorbar(image, ax=ax, label=f"{metric} (%)", shrink=0.9)
+    fig.suptitle(title)
+    return fig
+
+
+def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
+                  title: str = "Effect of the two terms of the CAC loss") -> Figure:
+    """The paper's Fig. 3: mean +- standard deviation over trials of accuracy and AUROC per loss variant.
+
+    Args:
+        results: ``{variant: [(accuracy, auroc) of each trial]}``, fractions in [0, 1]; variants
+            ``cac``, ``anchor``, ``tuplet`` (or any names) in the order to draw. The individual trials are
+            shown as dots; the error bar is the sample standard deviation (ddof = 1; none for one trial).
+    """
+    names, table = _as_percent_table(results)
+    colors = class_colors(max(len(names), 1))
+    fig = Figure(figsize=(3.0 + 1.6 * len(names), 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    x = np.arange(len(names))
+    for j, (ax, metric) in enumerate(zip(axes, ("closed-set accuracy", "AUROC"))):
+        values = table[:, :, j]
+        counts = np.isfinite(values).sum(axis=1)
+        means = np.array([np.nanmean(v) if c else np.nan for v, c in zip(values, counts)])
+        stds = np.array([np.nanstd(v, ddof=1) if c > 1 else 0.0 for v, c in zip(values, counts)])
+        ax.bar(x, means, yerr=stds, capsize=6, color=colors, edgecolor="k", lw=0.6, width=0.6,
+               error_kw={"lw": 1.4})
+        for i in range(len(names)):
+            trial_values = values[i][np.isfinite(values[i])]
+            ax.scatter(np.full(trial_values.size, x[i]) + np.linspace(-0.12, 0.12, trial_values.size),
+                       trial_values, s=14, color="k", zorder=3)
+            if np.isfinite(means[i]):
+                ax.annotate(f"{means[i]:.1f}", (x[i], means[i] + stds[i]), textcoords="offset points",
+                            xytext=(0, 4), ha="center", fontsize="small")
+        ax.set_ylim(*_ylim_for(values))
+        ax.set_xticks(x, labels=["\n".join(textwrap.wrap(_label(n), 12)) for n in names])
+        ax.set(title=metric, xlabel="loss variant", ylabel=f"{metric} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(facecolor="w", edgecolor="k", label="mean over trials"),
+               Line2D([], [], color="k", marker="_", markersize=10, ls="-", lw=1.4, label="± 1 std (ddof=1)"),
+               Line2D([], [], color="k", marker="o", markersize=4, ls="", label="one trial")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------- Fig. 5: images
+
+def extremes(scores, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``n`` highest scores (highest first) and the ``n`` lowest (lowest first).
+
+    Ties are broken by the smaller index first in both lists; with fewer than ``2 n`` scores the two
+    lists overlap. ``n`` larger than the number of scores returns all of them.
+    """
+    values = to_numpy(scores).astype(np.float64).ravel()
+    if np.isnan(values).any():
+        raise ValueError("scores contain NaN; extremes are undefined.")
+    n = max(0, min(int(n), values.size))
+    lowest = np.argsort(values, kind="stable")[:n]
+    highest = np.argsort(-values, kind="stable")[:n]
+    return highest, lowest
+
+
+def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = "Test images",
+               cell_inches: float = 2.0) -> Figure:
+    """Images in a grid, each with its caption below (Fig. 5: predicted class and rejection score).
+
+    Args:
+        images: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey images.
+        captions: N strings, wrapped to the cell width.
+    """
+    imgs = to_numpy(images)
+    if imgs.ndim == 4 and imgs.shape[-1] == 1:
+        imgs = imgs[..., 0]
+    if imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4)):
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {imgs.shape}.")
+    if len(captions) != len(imgs):
+        raise ValueError(f"{len(imgs)} images but {len(captions)} captions.")
+    n = len(imgs)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    width = max(12, int(cell_inches * 11))
+    lines = max((len(textwrap.wrap(c, width)) for c in captions), default=1)
+    fig = Figure(figsize=(cell_inches * ncols, (cell_inches + 0.18 * lines + 0.1) * nrows + 0.5),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        if imgs.ndim == 3:
+            ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(imgs[i], interpolation="nearest")
+        ax.set_xlabel("\n".join(textwrap.wrap(captions[i], width)), fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- saving
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
+    """Write ``fig`` as a PNG atomically (temporary file in the same folder, then ``os.replace``) and close it.
+
+    Returns the path. A pyplot-managed figure is closed in pyplot too; a plain Figure is just released.
+    """
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+        os.chmod(tmp, 0o644)  # the temporary file is created private (0600); a figure is for reading
+
+    atomic_write(path, write)
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return path
