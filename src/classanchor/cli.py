@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 
 from ._version import __version__
@@ -20,6 +22,23 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import BenchmarkConfig, parse_trials, run_benchmark
+    from .data.splits import get_benchmark
+
+    dataset = get_benchmark(args.dataset).name
+    out = args.out or f"runs/{dataset.lower().replace('+', 'plus')}"
+    config = BenchmarkConfig(dataset=dataset, data_root=args.data_root, out=out, trials=parse_trials(args.trials),
+                             methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                             recipe=args.recipe, epochs_scale=args.epochs_scale, seed=args.seed, device=args.device,
+                             compile=args.compile, anchor_magnitude=args.anchor_magnitude,
+                             anchor_weight=args.anchor_weight)
+    _, table = run_benchmark(config, progress=not args.no_progress)
+    print(table)
+    print(f"Run folder: {out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="classanchor", description="Open-set recognition with Class Anchor Clustering.")
     parser.add_argument("--version", action="version", version=f"classanchor {__version__}")
@@ -32,6 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(func=_demo)
+
+    bench = commands.add_parser("benchmark", help="the paper's open-set benchmark on one dataset (Tables 2 and 3)")
+    bench.add_argument("dataset", help="MNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet")
+    bench.add_argument("--data-root", required=True, help="folder with the dataset files (see docs/datasets.md)")
+    bench.add_argument("--trials", default="0-4", help="standard trials to run, e.g. 0-4 or 0,2 (default 0-4)")
+    bench.add_argument("--methods", default="cac,ce", help="comma list of cac, ce, anchor, tuplet (default cac,ce)")
+    bench.add_argument("--recipe", default="paper", help="training recipe (default: paper)")
+    bench.add_argument("--epochs-scale", type=float, default=1.0,
+                       help="multiply every stage's epochs by this (e.g. 0.05 for a CPU run); the table says so")
+    bench.add_argument("--anchor-magnitude", type=float, default=10.0, help="the paper's alpha (default 10)")
+    bench.add_argument("--anchor-weight", type=float, default=0.1, help="the paper's lambda (default 0.1)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    bench.add_argument("--compile", action="store_true", help="use torch.compile (falls back if unsupported)")
+    bench.add_argument("--out", help="run folder (default runs/<dataset>); re-running resumes it")
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(func=_benchmark)
+
+    # Further commands live in classanchor/commands/<name>.py, each with add_parser(subparsers).
+    from . import commands as command_package
+
+    for info in sorted(pkgutil.iter_modules(command_package.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{command_package.__name__}.{info.name}").add_parser(commands)
     return parser
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .data.augment import AugmentSpec, compute_mean_std
 from .data.loader import DeviceLoader
 from .evaluate import Logits, collect_logits, evaluate_logits
-from .io import RunFolder, write_json
+from .io import RunFolder, write_json, write_text
 from .methods import get_method
 from .models.small_cnn import SmallCNN
 from .network import CACNet
@@ -113,5 +113,5 @@ def run_demo(config: DemoConfig = DemoConfig(), progress: bool = True) -> tuple[
                f"unknown digits, {config.splits} random splits, mean ± std.\n\n{table}\n\n"
                f"Wall time: {time.perf_counter() - start:.1f} s on {torch.get_num_threads()} CPU threads.\n")
     write_json(folder.file("results.json"), results)
-    folder.file("results.md").write_text(summary)
+    write_text(folder.file("results.md"), summary)
     return results, summary

@@ -14,7 +14,7 @@ import torch
 
 from ._version import __version__
 
-__all__ = ["atomic_write", "write_json", "read_json", "save_torch", "git_commit", "RunFolder"]
+__all__ = ["atomic_write", "write_json", "write_text", "read_json", "save_torch", "git_commit", "RunFolder"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -30,11 +30,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-global
 
 
 def _jsonable(value: Any) -> Any:
@@ -56,6 +66,11 @@ def _jsonable(value: Any) -> Any:
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` (dataclasses, numpy and torch values allowed) as indented JSON, atomically."""
     text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 

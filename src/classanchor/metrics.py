@@ -101,7 +101,9 @@ def calibrate_threshold(known_scores, accept_rate: float = 0.95) -> float:
     ``k = ceil(accept_rate * n)``, theta is the smallest float above the k-th smallest score, so exactly
     the ``k`` lowest scores (and any ties with the k-th) are accepted on the calibration data.
     """
-    scores = to_numpy(known_scores).astype(np.float64).ravel()
+    scores = to_numpy(known_scores).ravel()
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     if scores.size == 0:
         raise ValueError("no known scores to calibrate the threshold on.")
     if not 0 < accept_rate <= 1:
@@ -111,7 +113,9 @@ def calibrate_threshold(known_scores, accept_rate: float = 0.95) -> float:
     ordered = np.sort(scores)
     k = math.ceil(accept_rate * scores.size)  # accept the k smallest scores
     boundary = ordered[k - 1]
-    return float(np.nextafter(boundary, np.inf))
+    # The next representable value in the scores' own dtype: a float64 step would round back onto the
+    # boundary when the threshold is compared with float32 scores.
+    return float(np.nextafter(boundary, np.array(np.inf, dtype=scores.dtype)))
 
 
 # ---- input checks shared by the open-set metrics ---------------------------------------------------------

@@ -219,8 +219,8 @@ def train(
         if stage_index != start_stage or start_epoch == 0:
             best_state, best_metric = None, math.nan  # each stage keeps its own best
         first_epoch = start_epoch if stage_index == start_stage else 0
-        images_per_epoch = getattr(train_loader, "num_samples", None)
-        bar = tqdm(total=stage.epochs - first_epoch, disable=not progress, unit="epoch", dynamic_ncols=True,
+        bar = tqdm(total=(stage.epochs - first_epoch) * steps_per_epoch, disable=not progress, unit="batch",
+                   dynamic_ncols=True, mininterval=1.0,
                    desc=f"{description}{method.name} stage {stage_index + 1}/{len(config.stages)} lr={stage.lr:g}")
         for epoch in range(first_epoch, stage.epochs):
             net.train()
@@ -240,6 +240,7 @@ def train(
                     scheduler.step()
                 loss_sum, correct = loss_sum + batch.loss_sum, correct + batch.correct
                 seen += y.shape[0]
+                bar.update(1)
                 if step % config.check_every == 0 and not bool(torch.isfinite(batch.loss)):
                     raise NonFiniteLossError(
                         f"the {method.name} loss became {float(batch.loss)} in stage {stage_index + 1}, epoch "
@@ -264,9 +265,8 @@ def train(
             record["seconds"] = time.perf_counter() - clock
             result.history.append(record)
             result.seconds = record["seconds"]
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['val_accuracy']:.4f}",
-                            img_s=f"{record['train_images_per_s']:.0f}")
+            bar.set_postfix(epoch=f"{epoch + 1}/{stage.epochs}", loss=f"{record['train_loss']:.3f}",
+                            val_acc=f"{record['val_accuracy']:.4f}", img_s=f"{record['train_images_per_s']:.0f}")
             if state_path is not None:
                 last = epoch + 1 == stage.epochs
                 save_torch(state_path, {

@@ -48,3 +48,10 @@ def test_calibrated_threshold_accepts_the_requested_share():
         assert (scores < theta).sum() == int(np.ceil(rate * 1000))
     ties = np.array([1.0, 1.0, 1.0, 2.0])
     assert (ties < calibrate_threshold(ties, 0.5)).sum() == 3  # ties with the boundary are all accepted
+
+
+def test_calibrated_threshold_holds_for_float32_scores():
+    scores = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    theta = calibrate_threshold(scores, 1.0)
+    assert (scores < np.float32(theta)).sum() == 3
+    assert (torch.from_numpy(scores) < theta).sum() == 3
