@@ -6,7 +6,7 @@ Run folder layout (``out/``)::
     trial{t}/{job}/state.pt            resumable training state (kept after the job)
     trial{t}/{job}/history.json        per-epoch training history
     trial{t}/{job}/model.pt            the kept (best-validation) weights with the re-fitted anchors
-    trial{t}/{job}/logits.npz          train / test logits (every score is computed from these)
+    trial{t}/{job}/logits.npz          train / val / test logits (every score is computed from these)
     trial{t}/{job}/result.json         accuracy, AUROC, timing; its presence means "done"
     results.json, table.md             all finished jobs and the Markdown table with published numbers
 
@@ -123,7 +123,8 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
 
     def loader(images: np.ndarray, labels: np.ndarray, training: bool) -> DeviceLoader:
         return DeviceLoader(images, labels, recipe.batch_size if training else eval_batch_size, spec,
-                            train=training, device=device, seed=seed + 1000 * trial, drop_last=training)
+                            train=training, device=device, seed=seed + 1000 * trial,
+                            drop_last=training and len(labels) > recipe.batch_size)
 
     torch.manual_seed(seed + trial)  # the same initial weights for every method of a trial
     net = CACNet(build_backbone(backbone, k, channels, size, dropout=recipe.dropout), k, method.anchor_magnitude)
@@ -143,7 +144,8 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
     test_logits, test_labels = collect_logits(net, loader(test.images, test.labels, False), device=device)
     known_classes = np.asarray(data.trial.known_sorted)[data.test_known.labels]
     classes = torch.from_numpy(np.concatenate([known_classes, data.unknown_labels]))
-    logits = Logits(train_logits, train_labels, test_logits, test_labels, classes)
+    val_logits, val_labels = collect_logits(net, loader(data.val.images, data.val.labels, False), device=device)
+    logits = Logits(train_logits, train_labels, test_logits, test_labels, classes, val_logits, val_labels)
     metrics = evaluate_logits(logits, method.name, empty_class="all_samples")
     if "anchors" in metrics:
         net.head.set_anchors(torch.tensor(metrics["anchors"]))

@@ -29,6 +29,7 @@ class Logits:
             protocol asks for them) used to re-fit the anchors.
         test, test_labels: (N_te, K), (N_te,) known and unknown test images; label -1 = unknown.
         test_classes: (N_te,) original class index of each test image in its source dataset.
+        val, val_labels: (N_va, K), (N_va,) known validation split (to calibrate thresholds); optional.
     """
 
     train: torch.Tensor
@@ -36,18 +37,21 @@ class Logits:
     test: torch.Tensor
     test_labels: torch.Tensor
     test_classes: torch.Tensor
+    val: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     @property
     def is_unknown(self) -> torch.Tensor:
         return self.test_labels < 0
 
     def to_npz(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k).numpy() for k in ("train", "train_labels", "test", "test_labels", "test_classes")}
+        """The arrays by field name, for ``np.savez``; absent optional fields are left out."""
+        return {k: v.numpy() for k, v in self.__dict__.items() if v is not None}
 
     @classmethod
     def from_npz(cls, arrays) -> "Logits":
-        return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in
-                      ("train", "train_labels", "test", "test_labels", "test_classes")})
+        """Inverse of :meth:`to_npz` (accepts the mapping ``np.load`` returns)."""
+        return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in arrays.keys()})
 
 
 @torch.inference_mode()

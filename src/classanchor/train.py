@@ -204,6 +204,9 @@ def train(
             torch.cuda.set_rng_state(state["rng_cuda"], device)
     clock = time.perf_counter() - result.seconds
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batch (fewer images than one batch with drop_last?); "
+                         "add training images or lower the batch size.")
     sample = _to_format(next(iter(val_loader))[0], config.channels_last)
     forward = _compiled_or_eager(net, sample, config.compile)
 
