@@ -80,7 +80,7 @@ def cac_loss(
     Example:
         >>> d = torch.tensor([[1.0, 4.0, 5.0]])
         >>> round(float(cac_loss(d, torch.tensor([0]))), 4)  # log(1 + e^-3 + e^-4) + 0.1 * 1
-        0.1664
+        0.1659
     """
     weights = LossWeights(tuplet=tuplet_weight, anchor=anchor_weight)
     tuplet, anchor = cac_loss_terms(distances, labels, validate=validate)
