@@ -1,23 +1,47 @@
 """The evaluation protocol (Algorithm 1 of the paper): logits once, then anchors, scores and metrics.
 
 The network runs once per split; everything after that works on the saved logits (:class:`Logits`),
-so any score (CAC, softmax, OpenMax, ...) can be computed later without the network.
+so any score (CAC, softmax, OpenMax, ...) can be computed later without the network:
+:func:`open_set_evaluation` fits one detector on the training logits, calibrates its threshold on the
+known validation logits and returns every open-set metric of the test logits; :func:`aggregate_reports`
+turns the reports of several trials into mean and standard deviation.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
 
+from .detectors import Detector, make_detector
 from .heads import anchor_distances, fit_anchors
-from .metrics import auroc, closed_set_accuracy
+from .metrics import auroc, calibrate_threshold, closed_set_accuracy, open_set_report
 from .scores import cac_decision, msp_score
 from .train import autocast_for
 
-__all__ = ["Logits", "collect_logits", "evaluate_logits"]
+__all__ = [
+    "DETECTOR_DEFAULTS",
+    "METRIC_KEYS",
+    "THRESHOLD_KEYS",
+    "Logits",
+    "aggregate_reports",
+    "collect_logits",
+    "evaluate_logits",
+    "load_logits",
+    "open_set_evaluation",
+]
+
+#: Threshold-free metrics of :func:`open_set_evaluation` (keys of :func:`classanchor.metrics.open_set_report`).
+METRIC_KEYS = ("accuracy", "auroc", "oscr", "fpr_at_95_tpr", "aupr_in", "aupr_out")
+#: Metrics at the threshold calibrated on the known validation logits.
+THRESHOLD_KEYS = ("macro_f1", "unknown_recall", "known_acceptance")
+#: Constructor arguments used when a detector is given by name: the class-mean detectors fall back to all
+#: training samples of a class without a correctly classified one, as the benchmark's evaluation does.
+DETECTOR_DEFAULTS: dict[str, dict] = {"cac": {"empty_class": "all_samples"},
+                                      "class_mean": {"empty_class": "all_samples"}}
 
 
 @dataclass
@@ -96,3 +120,65 @@ def evaluate_logits(logits: Logits, method_name: str, *, empty_class: str = "err
     result["accuracy"] = closed_set_accuracy(prediction[known], logits.test_labels[known])
     result["auroc"] = auroc(score, logits.is_unknown)
     return result
+
+
+def load_logits(path: str | os.PathLike) -> Logits:
+    """The :class:`Logits` of a ``logits.npz`` written by the benchmark (``Logits.to_npz``)."""
+    try:
+        with np.load(path) as arrays:
+            return Logits.from_npz(arrays)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; re-run the job (delete its result.json) to write it.") from None
+
+
+def open_set_evaluation(logits: Logits, detector: str | Detector = "cac", *, accept_rate: float = 0.95,
+                        **detector_kwargs) -> dict:
+    """Every open-set metric of one detector on one trial's logits.
+
+    1. ``detector.fit(logits.train, logits.train_labels)`` (class means, Weibull tails, ...);
+    2. threshold theta = :func:`~classanchor.metrics.calibrate_threshold` of the detector's scores on the known
+       *validation* logits, accepting ``accept_rate`` of them (the test set is never used to choose theta);
+    3. :func:`~classanchor.metrics.open_set_report` of the test scores and predictions at theta, with the
+       unknown-to-known confusion (Fig. 4) of the unknowns accepted at theta.
+
+    Args:
+        logits: one network's logits; ``test_classes`` gives the confusion rows (original class ids).
+        detector: a registry name (``classanchor.detectors.DETECTORS``; names get :data:`DETECTOR_DEFAULTS`
+            unless ``detector_kwargs`` are given) or an unfitted detector instance.
+        accept_rate: share of known validation samples accepted at the threshold.
+    Returns:
+        the report dict (keys :data:`METRIC_KEYS`, ``n_known``, ``n_unknown``, ``threshold``,
+        :data:`THRESHOLD_KEYS`, ``unknown_confusion``) plus ``detector_repr`` (e.g. ``"MSPDetector()"``) and ``accept_rate``.
+        Fallback: logits without validation logits (saved before they were kept) give ``threshold: None`` and
+        no threshold metrics; the confusion then counts every unknown sample.
+    """
+    if isinstance(detector, str):
+        detector = make_detector(detector, **(detector_kwargs or DETECTOR_DEFAULTS.get(detector, {})))
+    elif detector_kwargs:
+        raise ValueError("detector_kwargs are only used with a detector name; configure the instance instead.")
+    detector.fit(logits.train, logits.train_labels)
+    prediction, score = detector.decide(logits.test)
+    threshold = None
+    if logits.val is not None:
+        threshold = calibrate_threshold(detector.score(logits.val), accept_rate)
+    report = open_set_report(score, prediction, logits.test_labels, threshold, classes=logits.test_classes,
+                             num_classes=logits.train.shape[1])
+    if threshold is None:
+        report.update({"threshold": None, **{key: None for key in THRESHOLD_KEYS}})
+    report["detector_repr"] = repr(detector)
+    report["accept_rate"] = accept_rate
+    return report
+
+
+def aggregate_reports(reports: Sequence[dict], keys: Sequence[str] = METRIC_KEYS + THRESHOLD_KEYS) -> dict:
+    """Mean and standard deviation over trials: ``{key: {"mean", "std", "n"}}``.
+
+    ``std`` is the population standard deviation (``ddof=0``, as the benchmark table); reports where a key is
+    missing or None are left out of that key (``n`` counts the rest; ``mean``/``std`` are None when n = 0).
+    """
+    summary = {}
+    for key in keys:
+        values = np.array([r[key] for r in reports if r.get(key) is not None], dtype=np.float64)
+        summary[key] = {"mean": float(values.mean()) if values.size else None,
+                        "std": float(values.std()) if values.size else None, "n": int(values.size)}
+    return summary

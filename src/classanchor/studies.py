@@ -1,0 +1,467 @@
+"""The paper's comparisons as resumable studies over trials, written into a benchmark run folder.
+
+Three studies, each a list of (training job, open-set detector) pairs evaluated on every trial:
+
+- ``compare`` (Table 2, Section 5.1): the CAC network scored by its rejection score (Eq. 11), and the
+  cross-entropy network scored post hoc by MSP, max-logit, energy, OpenMax and class-mean distance (plus
+  the class-mean distance and OpenMax on the CAC network);
+- ``ablation`` (Fig. 3): CAC (Eq. 8) against its anchor term alone (Eq. 6) and its tuplet term alone (Eq. 7);
+- ``sweep`` (Fig. 2): one CAC network per (anchor magnitude alpha, anchor weight lambda) cell.
+
+Every network is trained by :func:`classanchor.benchmark.run_job` into the benchmark's layout
+(``out/trial{t}/{job}/``), so a study pointed at a benchmark's run folder reuses its networks, and a job
+(method, dataset, trial, hyperparameters) is trained at most once per folder whichever study asks for it.
+Scores are computed afterwards from each job's ``logits.npz`` (:func:`classanchor.evaluate.open_set_evaluation`);
+the threshold is calibrated on the known validation logits.
+
+Files a study ``<name>`` adds to the run folder::
+
+    study_<name>.json                  the study's config, its training settings, library version, git commit,
+                                       one entry per session
+    <name>.json                        per-trial reports and mean ± std per (job, detector)
+    <name>.md                          the Markdown tables
+    trial{t}/<name>_confusion.json     unknown-to-known confusion (Fig. 4) per (job, detector)
+
+The training settings (dataset, recipe, epochs_scale, seed, backbone) decide what a job folder holds, so a
+study refuses a folder whose ``config.json`` (written by the benchmark) or other ``study_*.json`` records
+different ones.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._version import __version__
+from .benchmark import PUBLISHED, job_name, resolve_device, run_job
+from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
+from .evaluate import METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
+from .io import git_commit, read_json, write_json, write_text
+from .methods import Method, get_method
+from .recipes import Recipe, get_recipe
+
+__all__ = [
+    "ABLATION_METHODS",
+    "COMPARE_DETECTORS",
+    "SWEEP_MAGNITUDES",
+    "SWEEP_WEIGHTS",
+    "TRAINING_KEYS",
+    "Entry",
+    "StudyConfig",
+    "ablation_entries",
+    "compare_entries",
+    "format_study_table",
+    "run_ablation",
+    "run_compare",
+    "run_study",
+    "run_sweep",
+    "sweep_entries",
+]
+
+#: Settings that decide what a job folder holds; every study and benchmark sharing a folder must agree.
+TRAINING_KEYS = ("dataset", "recipe", "epochs_scale", "seed", "backbone")
+#: Detectors of the methods comparison, per training method (the first one of each network is its own score).
+COMPARE_DETECTORS: dict[str, tuple[str, ...]] = {
+    "cac": ("cac", "class_mean", "openmax"),
+    "ce": ("msp", "max_logit", "energy", "openmax", "class_mean"),
+}
+ABLATION_METHODS = ("cac", "anchor", "tuplet")
+SWEEP_MAGNITUDES = (5.0, 10.0, 20.0)  # alpha; the paper's Fig. 2 spans 5..20
+SWEEP_WEIGHTS = (0.05, 0.1, 0.2, 0.4, 0.8)  # lambda; the paper's Fig. 2 spans 0.05..0.8
+DETECTOR_LABELS = {"cac": "CAC rejection score", "msp": "max softmax (SoftMax)", "max_logit": "max logit",
+                   "energy": "energy", "openmax": "OpenMax", "class_mean": "class-mean distance"}
+METRIC_LABELS = {"accuracy": "accuracy", "auroc": "AUROC", "oscr": "OSCR", "fpr_at_95_tpr": "FPR@95%TPR",
+                 "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out", "macro_f1": "macro-F1",
+                 "unknown_recall": "unknown recall", "known_acceptance": "known accepted"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Where and how a study trains and evaluates (the benchmark's options, same meaning and defaults).
+
+    Attributes:
+        dataset: benchmark name (MNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet).
+        data_root: folder with the dataset files (read only when a job must be trained).
+        out: run folder; a benchmark's folder to reuse its networks.
+        trials: standard trials to evaluate.
+        recipe, epochs_scale, seed, backbone: the training settings (:data:`TRAINING_KEYS`).
+        device, compile, eval_batch_size: how to train (do not change the results' identity).
+        accept_rate: share of known validation samples accepted by the calibrated threshold.
+    """
+
+    dataset: str
+    data_root: str
+    out: str
+    trials: tuple[int, ...] = (0, 1, 2, 3, 4)
+    recipe: str = "paper"
+    epochs_scale: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    backbone: str = "classifier32"
+    eval_batch_size: int = 1000
+    accept_rate: float = 0.95
+
+    def training(self) -> dict:
+        """The :data:`TRAINING_KEYS` of this config, with the dataset's canonical name."""
+        values = {key: getattr(self, key) for key in TRAINING_KEYS}
+        values["dataset"] = get_benchmark(self.dataset).name
+        return values
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a study: a trained network (``method``, trained once per trial) scored by ``detector``."""
+
+    method: Method
+    detector: str
+
+    @property
+    def job(self) -> str:
+        return job_name(self.method)
+
+    @property
+    def key(self) -> str:
+        return f"{self.job}/{self.detector}"
+
+
+def compare_entries(detectors: dict[str, Sequence[str]] | None = None) -> list[Entry]:
+    """The methods comparison: {training method: detectors} (default :data:`COMPARE_DETECTORS`)."""
+    detectors = COMPARE_DETECTORS if detectors is None else detectors
+    return [Entry(get_method(name), d) for name, names in detectors.items() for d in names]
+
+
+def _own_detector(method: Method) -> str:
+    return "msp" if method.name == "ce" else "cac"
+
+
+def ablation_entries(methods: Sequence[str] = ABLATION_METHODS) -> list[Entry]:
+    """The ablation: each training method with its own score (CAC family: Eq. 11; cross-entropy: MSP)."""
+    return [Entry(m, _own_detector(m)) for m in (get_method(name) for name in methods)]
+
+
+def sweep_entries(magnitudes: Sequence[float] = SWEEP_MAGNITUDES, weights: Sequence[float] = SWEEP_WEIGHTS) -> list[Entry]:
+    """The sweep: one CAC network per (anchor magnitude alpha, anchor weight lambda), scored by Eq. 11."""
+    if not magnitudes or not weights:
+        raise ValueError("the sweep needs at least one anchor magnitude and one anchor weight.")
+    for value in (*magnitudes, *weights):
+        if not value > 0:
+            raise ValueError(f"anchor magnitudes and weights must be > 0, got {value}.")
+    return [Entry(get_method("cac", anchor_magnitude=a, anchor_weight=w), "cac")
+            for a in dict.fromkeys(magnitudes) for w in dict.fromkeys(weights)]
+
+
+# ---- the run folder ------------------------------------------------------------------------------------
+def _check_training(folder: Path, training: dict) -> None:
+    """Refuse a folder whose benchmark config or other studies were trained with other settings."""
+    records = []
+    if (folder / "config.json").exists():
+        records.append(("config.json", read_json(folder / "config.json").get("config", {})))
+    for path in sorted(folder.glob("study_*.json")):
+        records.append((path.name, read_json(path).get("training", {})))
+    for source, recorded in records:
+        recorded = dict(recorded)
+        if "dataset" in recorded:
+            recorded["dataset"] = get_benchmark(recorded["dataset"]).name
+        different = [f"{key}={recorded[key]!r} (asked: {training[key]!r})" for key in TRAINING_KEYS
+                     if key in recorded and recorded[key] != training[key]]
+        if different:
+            raise ValueError(f"{folder / source} records networks trained with {', '.join(different)}; run the "
+                             "study with the same settings to reuse them, or use another --out folder.")
+
+
+def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
+    """Check the training settings, then write (or extend) ``study_<name>.json``; returns the folder."""
+    folder = Path(config.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    training = config.training()
+    _check_training(folder, training)
+    record_path = folder / f"study_{name}.json"
+    sessions = read_json(record_path).get("sessions", []) if record_path.exists() else []
+    session = {"config": asdict(config), "parameters": parameters, "classanchor_version": __version__,
+               "git_commit": git_commit(), "torch_version": torch.__version__,
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(record_path, {"study": name, "training": training, **session, "sessions": sessions + [session]})
+    return folder
+
+
+class _Jobs:
+    """Trains (or reopens) the jobs of one trial; the trial's data is read only when a job must be trained."""
+
+    def __init__(self, config: StudyConfig, folder: Path, recipe: Recipe, progress: bool) -> None:
+        self.config, self.folder, self.recipe, self.progress = config, folder, recipe, progress
+        self.device = resolve_device(config.device)
+        self._data: tuple[int, OpenSetData] | None = None
+
+    def data(self, trial: int) -> OpenSetData:
+        if self._data is None or self._data[0] != trial:
+            self._data = None  # free the previous trial's images first
+            dataset = get_benchmark(self.config.dataset).name
+            self._data = (trial, build_trial(get_trial(dataset, trial), self.config.data_root,
+                                             seed=self.config.seed, progress=self.progress))
+        return self._data[1]
+
+    def run(self, trial: int, method: Method) -> tuple[dict, Path]:
+        """The job's ``result.json`` contents and folder, training it first when it has no result."""
+        job_dir = self.folder / f"trial{trial}" / job_name(method)
+        if not (job_dir / "result.json").exists():
+            run_job(self.data(trial), self.recipe, method, job_dir, device=self.device, seed=self.config.seed,
+                    backbone=self.config.backbone, compile=self.config.compile,
+                    eval_batch_size=self.config.eval_batch_size, progress=self.progress)
+        result = read_json(job_dir / "result.json")
+        expected = {"dataset": self.config.training()["dataset"], "trial": trial, "epochs": self.recipe.total_epochs,
+                    "anchor_magnitude": method.anchor_magnitude, "anchor_weight": method.anchor_weight}
+        wrong = [f"{k}={result.get(k)!r} (expected {v!r})" for k, v in expected.items() if result.get(k) != v]
+        if wrong:
+            raise ValueError(f"{job_dir / 'result.json'} does not belong to this study: {', '.join(wrong)}; "
+                             "use another --out folder or delete that job folder.")
+        return result, job_dir
+
+    def clear(self) -> None:
+        self._data = None
+
+
+def _evaluate(logits, detector: str, accept_rate: float) -> dict:
+    """The report of one (network, detector), or ``{"error": ...}`` when the detector cannot be fitted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            report = open_set_evaluation(logits, detector, accept_rate=accept_rate)
+        except ValueError as err:  # e.g. OpenMax with < 3 correctly classified samples in a class
+            return {"error": str(err)}
+    if caught:
+        report["warnings"] = sorted({str(w.message) for w in caught})
+    return report
+
+
+def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], parameters: dict | None = None,
+              progress: bool = True) -> dict:
+    """Train what is missing, evaluate every entry on every trial, write ``<name>.json`` and the confusions.
+
+    Args:
+        config: where and how (:class:`StudyConfig`).
+        name: the study's name (file names in the run folder).
+        entries: (method, detector) rows; a method shared by several rows is trained once per trial.
+        parameters: the study's own settings, recorded in ``study_<name>.json``.
+    Returns:
+        ``{"study", "dataset", "recipe", "total_epochs", "paper_epochs", "accept_rate", "trials", "entries",
+        "per_trial": [row, ...], "summary": [row, ...], "seconds"}``; a per-trial row holds ``trial``,
+        ``job``, ``method``, ``detector``, ``anchor_magnitude``, ``anchor_weight``, ``train_seconds`` and the
+        report of :func:`classanchor.evaluate.open_set_evaluation` without the confusion (or ``error``); a
+        summary row holds the same identifiers, ``trials`` and ``{metric: {"mean", "std", "n"}}``.
+    """
+    if not entries:
+        raise ValueError(f"study {name!r} has no (method, detector) entries to run.")
+    if not config.trials:
+        raise ValueError("no trials given; pass e.g. --trials 0 or --trials 0-4.")
+    start = time.perf_counter()
+    dataset = config.training()["dataset"]
+    full = get_recipe(dataset, config.recipe)
+    recipe = full.scaled(config.epochs_scale)
+    folder = _open_folder(config, name, parameters or {})
+    jobs = _Jobs(config, folder, recipe, progress)
+    methods = list(dict.fromkeys(e.method for e in entries))
+    rows = []
+    for trial in config.trials:
+        confusion: dict = {}
+        results = {m: jobs.run(trial, m) for m in methods}  # train first, then score
+        for method in methods:
+            result, job_dir = results[method]
+            logits = load_logits(job_dir / "logits.npz")
+            for entry in (e for e in entries if e.method == method):
+                report = _evaluate(logits, entry.detector, config.accept_rate)
+                if "unknown_confusion" in report:
+                    confusion[entry.key] = {"threshold": report["threshold"], **report.pop("unknown_confusion"),
+                                            "totals": _unknown_totals(logits)}
+                rows.append({"trial": trial, "job": entry.job, "method": method.name, "detector": entry.detector,
+                             "anchor_magnitude": method.anchor_magnitude, "anchor_weight": method.anchor_weight,
+                             "train_seconds": result.get("train_seconds"), **report})
+        known_names = results[methods[0]][0].get("known_names")
+        unknown_names = results[methods[0]][0].get("unknown_names")
+        write_json(folder / f"trial{trial}" / f"{name}_confusion.json",
+                   {"dataset": dataset, "trial": trial, "accept_rate": config.accept_rate,
+                    "known_names": known_names, "unknown_names": unknown_names,
+                    "note": "rows: unknown classes (ids ascending, names in unknown_names order); columns: known "
+                            "classes; counts of unknown test images accepted at the threshold, by predicted class",
+                    "entries": confusion})
+    jobs.clear()
+    summary = []
+    for entry in entries:
+        reports = [r for r in rows if r["job"] == entry.job and r["detector"] == entry.detector]
+        done = [r for r in reports if "error" not in r]
+        summary.append({"job": entry.job, "method": entry.method.name, "detector": entry.detector,
+                        "anchor_magnitude": entry.method.anchor_magnitude,
+                        "anchor_weight": entry.method.anchor_weight, "trials": [r["trial"] for r in done],
+                        "failed_trials": [r["trial"] for r in reports if "error" in r],
+                        **aggregate_reports(done)})
+    output = {"study": name, "dataset": dataset, "recipe": config.recipe, "total_epochs": recipe.total_epochs,
+              "paper_epochs": full.total_epochs, "accept_rate": config.accept_rate, "trials": list(config.trials),
+              "entries": [e.key for e in entries], "per_trial": rows, "summary": summary,
+              "seconds": time.perf_counter() - start}
+    write_json(folder / f"{name}.json", output)
+    return output
+
+
+def _unknown_totals(logits) -> list[int]:
+    """Unknown test images per unknown class, classes ascending (the confusion rows)."""
+    classes = logits.test_classes[logits.is_unknown].numpy()
+    return np.unique(classes, return_counts=True)[1].tolist()
+
+
+# ---- tables --------------------------------------------------------------------------------------------
+def _cell(stats: dict, digits: int = 3) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+    if stats["n"] == 1:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _published_auroc(dataset: str, row: dict) -> float | None:
+    published = PUBLISHED.get(dataset, {})
+    key = {("cac", "cac"): "cac", ("ce", "msp"): "ce", ("ce", "openmax"): "openmax"}.get((row["job"], row["detector"]))
+    return published[key][1] if key in published else None
+
+
+def format_study_table(output: dict, title: str, labels: dict[str, str] | None = None) -> str:
+    """Markdown for a :func:`run_study` output: mean ± std per row, per-trial AUROC, failed rows.
+
+    ``labels``: optional {entry key: row label}; default ``job / detector label``.
+    """
+    labels = labels or {}
+    dataset = output["dataset"]
+    lines = [f"# {dataset}: {title}", ""]
+    if output["total_epochs"] < output["paper_epochs"]:
+        lines += [(f"**Shortened run**: {output['total_epochs']} epochs per network instead of the recipe's "
+                  f"{output['paper_epochs']}; not comparable to the published numbers at full length."), ""]
+    trials = output["trials"]
+    lines += [(f"Recipe `{output['recipe']}`, trials {', '.join(map(str, trials))}; mean ± std over trials "
+              "(population std). Threshold metrics (macro-F1 over K known + unknown, unknown recall, known "
+              f"accepted) at the threshold that accepts {output['accept_rate']:.0%} of the known *validation* "
+              "images. FPR@95%TPR: share of unknowns accepted when 95% of the known test images are."), ""]
+    keys = METRIC_KEYS + THRESHOLD_KEYS
+    lines += ["| network / score | trials | " + " | ".join(METRIC_LABELS[k] for k in keys[:2])
+              + " | published AUROC | " + " | ".join(METRIC_LABELS[k] for k in keys[2:]) + " |",
+              "|---|---|" + "---|" * (len(keys) + 1)]
+    def label(row: dict) -> str:
+        key = f"{row['job']}/{row['detector']}"
+        return labels.get(key, f"{row['job']} / {DETECTOR_LABELS.get(row['detector'], row['detector'])}")
+
+    for row in output["summary"]:
+        published = _published_auroc(dataset, row)
+        cells = [_cell(row[k]) for k in keys]
+        lines.append(f"| {label(row)} | {len(row['trials'])} | {' | '.join(cells[:2])} | "
+                     f"{'-' if published is None else f'{published:.3f}'} | {' | '.join(cells[2:])} |")
+    lines += ["", "Per trial (closed-set accuracy / AUROC):", "",
+              "| network / score | " + " | ".join(f"trial {t}" for t in trials) + " |", "|---|" + "---|" * len(trials)]
+    for row in output["summary"]:
+        key = f"{row['job']}/{row['detector']}"
+        by_trial = {r["trial"]: r for r in output["per_trial"] if f"{r['job']}/{r['detector']}" == key}
+        cells = [("failed" if "error" in by_trial[t] else f"{by_trial[t]['accuracy']:.4f} / {by_trial[t]['auroc']:.4f}")
+                 if t in by_trial else "-" for t in trials]
+        lines.append(f"| {label(row)} | " + " | ".join(cells) + " |")
+    failed = [r for r in output["per_trial"] if "error" in r]
+    if failed:
+        lines += ["", "Rows that could not be computed:", ""]
+        lines += [f"- trial {r['trial']}, {r['job']} / {r['detector']}: {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def _confusion_lines(folder: Path, name: str, output: dict, key: str) -> list[str]:
+    """Fig. 4 in words: per unknown class, how many were accepted and which known class took most of them."""
+    lines = ["", (f"Unknown-to-known confusion (Fig. 4) of `{key}` at the calibrated threshold: per unknown class, "
+             "the unknown test images accepted as known and the known class that took most of them "
+             f"(full matrices: `trial{{t}}/{name}_confusion.json`)."), ""]
+    for trial in output["trials"]:
+        record = read_json(folder / f"trial{trial}" / f"{name}_confusion.json")
+        matrix = record["entries"].get(key)
+        if matrix is None:
+            continue
+        known, unknown = record.get("known_names") or [], record.get("unknown_names") or []
+        lines += [f"Trial {trial}:", "", "| unknown class | accepted / total | most often taken as | share |",
+                  "|---|---|---|---|"]
+        for row, (counts, rates, total) in enumerate(zip(matrix["counts"], matrix["rates"], matrix["totals"])):
+            name_u = unknown[row] if row < len(unknown) else str(matrix["classes"][row])
+            accepted, top = int(sum(counts)), int(np.argmax(counts))
+            if accepted:
+                taken = known[top] if top < len(known) else str(top)
+                lines.append(f"| {name_u} | {accepted} / {total} | {taken} | {rates[top]:.0%} |")
+            else:
+                lines.append(f"| {name_u} | 0 / {total} | - | - |")
+        lines.append("")
+    return lines
+
+
+def _write_table(folder: Path, name: str, table: str) -> str:
+    write_text(folder / f"{name}.md", table)
+    return table
+
+
+def _runtime_line(output: dict) -> str:
+    return f"\nWall time of this command: {output['seconds']:.0f} s.\n"
+
+
+def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None = None,
+                progress: bool = True) -> tuple[dict, str]:
+    """The methods comparison (paper Table 2 and Section 5.1); writes ``compare.json`` and ``compare.md``.
+
+    Args:
+        detectors: {training method: detectors to score its network with}; default :data:`COMPARE_DETECTORS`
+            (CAC network: CAC rejection score, class-mean distance, OpenMax; cross-entropy network: MSP,
+            max-logit, energy, OpenMax, class-mean distance). No retraining: scores come from ``logits.npz``.
+    """
+    detectors = {k: tuple(v) for k, v in (COMPARE_DETECTORS if detectors is None else detectors).items()}
+    entries = compare_entries(detectors)
+    output = run_study(config, "compare", entries, {"detectors": detectors}, progress)
+    table = format_study_table(output, "methods comparison (Table 2, Section 5.1)")
+    first = entries[0].key
+    table += "\n".join(_confusion_lines(Path(config.out), "compare", output, first)) + _runtime_line(output)
+    return output, _write_table(Path(config.out), "compare", table)
+
+
+def run_ablation(config: StudyConfig, methods: Sequence[str] = ABLATION_METHODS,
+                 progress: bool = True) -> tuple[dict, str]:
+    """The loss ablation (paper Fig. 3): CAC vs anchor loss only vs tuplet loss only, each scored by Eq. 11.
+
+    Writes ``ablation.json`` and ``ablation.md``; trains the variants missing from the folder.
+    """
+    entries = ablation_entries(methods)
+    output = run_study(config, "ablation", entries, {"methods": list(methods)}, progress)
+    labels = {"cac/cac": "CAC (Eq. 8)", "anchor/cac": "anchor loss only (Eq. 6)",
+              "tuplet/cac": "tuplet loss only (Eq. 7)", "ce/msp": "cross-entropy / MSP"}
+    table = format_study_table(output, "loss ablation (Fig. 3)", labels) + _runtime_line(output)
+    return output, _write_table(Path(config.out), "ablation", table)
+
+
+def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDES,
+              weights: Sequence[float] = SWEEP_WEIGHTS, progress: bool = True) -> tuple[dict, str]:
+    """The hyperparameter sweep (paper Fig. 2): one CAC network per (alpha, lambda) cell and trial.
+
+    Writes ``sweep.json`` and ``sweep.md`` (AUROC and accuracy grids, then every metric per cell).
+    """
+    magnitudes = tuple(float(a) for a in magnitudes)
+    weights = tuple(float(w) for w in weights)
+    entries = sweep_entries(magnitudes, weights)
+    output = run_study(config, "sweep", entries, {"magnitudes": list(magnitudes), "weights": list(weights)},
+                       progress)
+    labels = {e.key: f"α={e.method.anchor_magnitude:g}, λ={e.method.anchor_weight:g}" for e in entries}
+    table = format_study_table(output, "anchor magnitude x anchor weight sweep (Fig. 2)", labels)
+    grids = []
+    for metric in ("auroc", "accuracy"):
+        grids += [f"{METRIC_LABELS[metric]} (rows: anchor magnitude α, columns: anchor weight λ):", "",
+                  "| α \\ λ | " + " | ".join(f"{w:g}" for w in dict.fromkeys(weights)) + " |",
+                  "|---|" + "---|" * len(dict.fromkeys(weights))]
+        by_cell = {(r["anchor_magnitude"], r["anchor_weight"]): r for r in output["summary"]}
+        for a in dict.fromkeys(magnitudes):
+            grids.append(f"| {a:g} | " + " | ".join(_cell(by_cell[(a, w)][metric]) for w in dict.fromkeys(weights))
+                         + " |")
+        grids.append("")
+    head, _, rest = table.partition("| network / score |")
+    table = head + "\n".join(grids) + "\n| network / score |" + rest + _runtime_line(output)
+    return output, _write_table(Path(config.out), "sweep", table)
