@@ -1,0 +1,217 @@
+"""``classanchor train``, ``classanchor evaluate`` and ``classanchor predict``: CAC on your own images.
+
+    classanchor train photos/ --known cat,dog,bird --unknown fox --out runs/photos --epochs 30
+    classanchor evaluate runs/photos/model more_photos/ --known cat,dog,bird --unknown fox,owl
+    classanchor predict runs/photos/model new_photos/ img.jpg --format csv --output predictions.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_parser"]
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--backbone-kwargs must be a JSON object like '{{\"dropout\": 0.3}}' ({err}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--backbone-kwargs must be a JSON object, got {text!r}.")  # noqa: TRY004 - the CLI reports ValueError
+    return value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..user_data import UserTrainConfig, train_on_folder
+
+    config = UserTrainConfig(
+        data=args.data, out=args.out, known=_names(args.known), unknown=_names(args.unknown) or (),
+        epochs=args.epochs, image_size=args.image_size, channels=args.channels, backbone=args.backbone,
+        backbone_kwargs=_kwargs(args.backbone_kwargs), accept_rate=args.accept_rate, threshold=args.threshold,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, max_per_class=args.max_per_class,
+        batch_size=args.batch_size, lr=args.lr, flip=not args.no_flip, seed=args.seed, device=args.device)
+    try:
+        _, metrics = train_on_folder(config, progress=not args.no_progress)
+    except ImportError as err:
+        raise ValueError(str(err)) from None
+    print(_train_summary(metrics))
+    print(f"Run folder: {args.out}/  (open-set model: {args.out}/model)")
+    return 0
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _train_summary(m: dict) -> str:
+    cal = m["calibration"]
+    classes = f"known classes: {', '.join(m['known_names'])}"
+    if m["unknown_names"]:
+        classes += f"; held-out unknown classes: {', '.join(m['unknown_names'])}"
+    how = (f"calibrated to accept {_pct(cal['target_accept_rate'])}" if cal["method"] == "accept_rate"
+           else "set by the user")
+    lines = [classes,
+             (f"trained {m['epochs']} epochs on {m['n_train']} images in {m['train_seconds']:.0f} s; "
+              f"validation accuracy {_pct(m['val_accuracy'])}"),
+             (f"threshold {m['threshold']:.4f} ({how}; accepts {_pct(cal['achieved_accept_rate'])} of "
+              f"{cal['n_images']} known validation images)")]
+    if "test" in m:
+        lines.append("test: " + _eval_line(m["test"]))
+    if m.get("skipped_files"):
+        lines.append(f"{m['skipped_files']} file(s) skipped: see data.json in the run folder")
+    return "\n".join(lines)
+
+
+def _eval_line(r: dict) -> str:
+    parts = [f"{r['n_known']} known images: accuracy {_pct(r['accuracy'])}, accepted {_pct(r['known_acceptance'])}"
+             if r["n_known"] else ""]
+    if r["n_unknown"]:
+        parts.append(f"{r['n_unknown']} unknown images: rejected {_pct(r['unknown_rejection'])}")
+    if "auroc" in r:
+        parts.append(f"AUROC {r['auroc']:.4f}")
+    return "; ".join(p for p in parts if p)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..benchmark import resolve_device
+    from ..io import write_json
+    from ..predictor import OpenSetPredictor
+
+    predictor = OpenSetPredictor.load(args.model, device=resolve_device(args.device))
+    if args.threshold is not None:
+        predictor.threshold = args.threshold
+    report = predictor.evaluate(args.data, _names(args.known), _names(args.unknown), batch_size=args.batch_size,
+                                progress=not args.no_progress)
+    print(f"model {args.model}: {len(predictor.class_names)} classes, threshold {predictor.threshold:.4f}")
+    print(_eval_line(report))
+    for name, r in report["per_unknown_class"].items():
+        print(f"  unknown {name}: {r['n']} images, rejected {_pct(r['rejected'])}")
+    for name, r in report["per_known_class"].items():
+        print(f"  known {name}: {r['n']} images, accepted {_pct(r['accepted'])}, accuracy {_pct(r['accuracy'])}")
+    for kind, n in sorted(report["converted"].items()):
+        print(f"converted {n} image(s) {kind} for this model", file=sys.stderr)
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} file(s), e.g. {report['skipped'][0]['path']}: "
+              f"{report['skipped'][0]['reason']}", file=sys.stderr)
+    if args.output:
+        write_json(args.output, {"model": args.model, **report})
+        print(f"metrics written to {args.output}")
+    return 0
+
+
+def format_table(result) -> str:
+    """Aligned columns: path, prediction, score, confidence."""
+    rows = [("path", "prediction", "score", "confidence")] + [
+        (r.path, r.prediction, f"{r.score:.4f}", f"{r.confidence:.3f}") for r in result]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}"
+                     for a, b, c, d in rows) + "\n"
+
+
+def format_csv(result) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "prediction", "best_class", "score", "confidence"])
+    for r in result:
+        writer.writerow([r.path, r.prediction, r.best_class, repr(r.score), repr(r.confidence)])
+    return buffer.getvalue()
+
+
+def format_json(result, model: str) -> str:
+    return json.dumps({"model": model, "threshold": result.threshold, "class_names": list(result.class_names),
+                       "predictions": result.records(), "converted": result.converted,
+                       "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped]}, indent=2) + "\n"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ..benchmark import resolve_device
+    from ..io import write_text
+    from ..predictor import OpenSetPredictor
+
+    predictor = OpenSetPredictor.load(args.model, device=resolve_device(args.device))
+    result = predictor.predict(args.paths, batch_size=args.batch_size, threshold=args.threshold,
+                               progress=not args.no_progress)
+    text = {"table": lambda: format_table(result), "csv": lambda: format_csv(result),
+            "json": lambda: format_json(result, args.model)}[args.format]()
+    if args.output:
+        write_text(args.output, text)
+    elif len(result) or args.format != "table":
+        sys.stdout.write(text)
+    notes = result.notes()
+    if len(result):
+        unknown = int(result.is_unknown.sum())
+        notes.insert(0, f"{len(result)} image(s) predicted, {unknown} unknown (threshold {result.threshold:.4f})"
+                     + (f"; written to {args.output}" if args.output else ""))
+    for line in notes:
+        print(line, file=sys.stderr)
+    if not len(result):
+        print("classanchor predict: error: no image could be predicted.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train an open-set model on your own image folder (or zip)",
+                                  description="Train CAC on DATA (one sub-folder per class; a folder, a zip, or "
+                                              "archive.zip/inner/folder) and save the open-set model in OUT/model.")
+    train.add_argument("data", help="image folder, zip, or archive.zip/inner/folder with one sub-folder per class")
+    train.add_argument("--out", required=True, help="run folder to write (re-running resumes it)")
+    train.add_argument("--known", help="comma list of known classes (default: every class not in --unknown)")
+    train.add_argument("--unknown", help="comma list of classes held out to measure rejection (never trained on)")
+    train.add_argument("--epochs", type=int, default=30, help="total epochs, 3/4 at --lr then 1/4 at lr/10 (default 30)")
+    train.add_argument("--image-size", type=int, default=32,
+                       help="images are stretched to SxS (default 32; classifier32 needs a multiple of 8)")
+    train.add_argument("--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: 1 if all images are grey)")
+    train.add_argument("--backbone", default="classifier32",
+                       help="classifier32 (default), mlp, torchvision:<name>, timm:<name>")
+    train.add_argument("--backbone-kwargs", help="JSON object of backbone keyword arguments, e.g. '{\"dropout\": 0.3}'")
+    train.add_argument("--accept-rate", type=float, default=0.95,
+                       help="share of known validation images the threshold accepts (default 0.95)")
+    train.add_argument("--threshold", type=float, help="fixed threshold instead of calibrating one")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="per-class validation share (default 0.1)")
+    train.add_argument("--test-fraction", type=float, default=0.2, help="per-class test share (default 0.2)")
+    train.add_argument("--max-per-class", type=int, help="use at most N images per class (seeded random subset)")
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=0.01, help="stage-1 learning rate (default 0.01)")
+    train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for text or digits)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_train)
+
+    ev = subparsers.add_parser("evaluate", help="open-set metrics of a saved model on a labelled image folder")
+    ev.add_argument("model", help="model folder (RUN_DIR/model)")
+    ev.add_argument("data", help="labelled image folder, zip, or archive.zip/inner/folder")
+    ev.add_argument("--known", help="comma list of known classes (default: the model's classes found in DATA)")
+    ev.add_argument("--unknown", help="comma list of unknown classes (default: every other class folder in DATA)")
+    ev.add_argument("--threshold", type=float, help="override the model's threshold")
+    ev.add_argument("--output", help="also write the metrics as JSON to this file")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    pr = subparsers.add_parser("predict", help="known class or 'unknown' for image files, folders or zips")
+    pr.add_argument("model", help="model folder (RUN_DIR/model)")
+    pr.add_argument("paths", nargs="+", help="image files, folders, zips, or archive.zip/inner/folder")
+    pr.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    pr.add_argument("--output", help="write the predictions to this file (atomically) instead of the terminal")
+    pr.add_argument("--threshold", type=float, help="override the model's threshold")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=_predict)

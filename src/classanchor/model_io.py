@@ -1,0 +1,283 @@
+"""A saved open-set model: one folder with the weights and a readable description, loadable without training code.
+
+Folder layout::
+
+    model/
+      weights.safetensors   the CACNet state dict (backbone + the re-fitted anchors), safetensors format
+      model.json            indented JSON: format version, class names, anchors, threshold and its calibration,
+                            input size / channels / normalisation, backbone name and kwargs, library version,
+                            git commit, training record
+
+The folder is written complete or not at all: both files go to a temporary sibling folder, which then
+replaces the target with ``os.replace`` (an existing *model* folder is swapped out and removed; any other
+existing folder is refused). Loading checks the format version, the weights' checksum and that every
+tensor matches the backbone, and raises :class:`ModelFormatError` naming the file and the problem.
+
+    >>> save_open_set_model("model", net, ["cat", "dog"], 3.2, {"method": "user"}, spec,
+    ...                     "classifier32", {"dropout": 0.2}, {})                    # doctest: +SKIP
+    >>> net, card = load_open_set_model("model")                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._version import __version__
+from .data.augment import AugmentSpec
+from .io import git_commit, write_json
+from .models.registry import build_backbone
+from .network import CACNet
+from .user_data import RESIZE_RULE
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "ModelFormatError",
+    "load_open_set_model",
+    "read_model_card",
+    "save_open_set_model",
+]
+
+FORMAT_NAME = "classanchor-open-set-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "model.json"
+SCORE_RULE = ("CAC open-set score: min_k (1 - softmin(d)_k) * d_k with d the Euclidean distances of the logits to "
+              "the anchors (paper Eq. 11); accepted as known when score < threshold, else 'unknown'")
+
+
+class ModelFormatError(ValueError):
+    """A model folder is missing a file, is corrupt, or was written in an incompatible format."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_tensors(net: CACNet) -> dict[str, torch.Tensor]:
+    """The state dict as contiguous CPU tensors (safetensors refuses views and channels-last strides)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+
+
+def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, threshold: float, calibration: dict,
+                        augment_spec: AugmentSpec, backbone: str, backbone_kwargs: dict,
+                        extra: dict | None = None) -> Path:
+    """Write ``net`` (with its re-fitted anchors) as a self-contained open-set model folder, atomically.
+
+    Args:
+        path: the model folder to create (replaced if it holds a saved model; refused if it holds anything else).
+        net: the trained network; its head must hold the anchors used at test time (Algorithm 1 lines 1-3).
+        class_names: K names, ``class_names[k]`` is known class k.
+        threshold: accept as known when the open-set score is below it.
+        calibration: how the threshold was chosen, e.g. ``{"method": "accept_rate", "target_accept_rate": 0.95,
+            "n_images": 600, "achieved_accept_rate": 0.95}`` (kept verbatim in model.json).
+        augment_spec: the training augmentation; its ``size``, ``mean``, ``std`` define the input at test time.
+        backbone, backbone_kwargs: the ``models.registry.build_backbone`` name and keyword arguments.
+        extra: anything else to record (training config, data summary, metrics).
+    Returns the model folder.
+    """
+    path = Path(path)
+    names = [str(n) for n in class_names]
+    if len(names) != net.num_classes or len(set(names)) != len(names):
+        raise ValueError(f"class_names must be {net.num_classes} distinct names (one per known class), got {names}.")
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number, got {threshold!r}.") from None
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}.")
+    channels = _input_channels(net, augment_spec)
+    mean, std = list(augment_spec.mean), list(augment_spec.std)
+    if len(mean) == 1:
+        mean, std = mean * channels, std * channels
+    card: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "classanchor_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "class_names": names,
+        "num_classes": len(names),
+        "threshold": threshold,
+        "calibration": calibration,
+        "score": SCORE_RULE,
+        "input": {"size": int(augment_spec.size), "channels": channels, "mean": mean, "std": std,
+                  "pixel_range": "uint8 0-255 divided by 255, then (x - mean) / std",
+                  "resize": RESIZE_RULE},
+        "backbone": {"name": backbone, "kwargs": dict(backbone_kwargs)},
+        "anchor_magnitude": net.head.anchor_magnitude,
+        "anchors": net.head.anchors.detach().cpu().tolist(),
+        "train_augmentation": augment_spec,
+        "weights": {"file": WEIGHTS_FILE, "sha256": None},
+        "extra": extra or {},
+    }
+    _check_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        from safetensors.torch import save_file
+
+        save_file(_state_tensors(net), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME,
+                                                                          "format_version": str(FORMAT_VERSION)})
+        card["weights"]["sha256"] = _sha256(tmp / WEIGHTS_FILE)
+        write_json(tmp / CONFIG_FILE, card)
+        os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~_umask())
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _input_channels(net: CACNet, spec: AugmentSpec) -> int:
+    first = next((m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is not None:
+        return int(first.in_channels)
+    if len(spec.mean) in (1, 3):
+        return len(spec.mean)
+    raise ValueError("cannot tell the number of input channels from the backbone or the normalisation.")
+
+
+def _check_target(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / CONFIG_FILE).is_file())):
+        raise ValueError(f"{path} exists and is not a saved open-set model folder; choose another path "
+                              "(nothing was written).")
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` to ``path``; an old model folder there is moved aside, then removed."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old / "model")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "model", path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def read_model_card(path: str | os.PathLike) -> dict:
+    """The checked contents of ``model.json`` of a model folder (no weights are read)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model folder.")
+    if not path.is_dir():
+        raise ModelFormatError(f"{path} is a file; a saved model is a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}.")
+    config = path / CONFIG_FILE
+    if not config.is_file():
+        raise ModelFormatError(f"{config} is missing; {path} is not a complete saved open-set model (it needs "
+                               f"{CONFIG_FILE} and {WEIGHTS_FILE}).")
+    try:
+        card = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFormatError(f"{config} is not valid JSON ({err}); the file is corrupt: save the model again.") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"{config} is not a classanchor open-set model description (its 'format' should be "
+                               f"{FORMAT_NAME!r}).")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        by = card.get("classanchor_version", "an unknown version")
+        hint = "upgrade classanchor" if isinstance(version, int) and version > FORMAT_VERSION else "re-save it"
+        raise ModelFormatError(f"{config} has format version {version!r} (written by classanchor {by}); this "
+                               f"classanchor {__version__} reads format version {FORMAT_VERSION}: {hint}.")
+    required = ("class_names", "threshold", "input", "backbone", "anchors", "weights")
+    missing = [k for k in required if k not in card]
+    if missing:
+        raise ModelFormatError(f"{config} lacks the field(s) {missing}; the file is incomplete: save the model again.")
+    try:
+        size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
+        mean, std = [float(m) for m in card["input"]["mean"]], [float(s) for s in card["input"]["std"]]
+        names = [str(n) for n in card["class_names"]]
+        float(card["threshold"])
+        str(card["backbone"]["name"])
+        dict(card["backbone"].get("kwargs", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFormatError(f"{config} has a malformed field ({type(err).__name__}: {err}); save the model "
+                               "again.") from None
+    if channels not in (1, 3) or len(mean) != channels or len(std) != channels or size < 1:
+        raise ModelFormatError(f"{config}: input is {size} px with {channels} channels and {len(mean)} mean values; "
+                               "expected 1 or 3 channels with one mean/std per channel.")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ModelFormatError(f"{config}: class_names must be at least 2 distinct names, got {names}.")
+    return card
+
+
+def load_open_set_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[CACNet, dict]:
+    """Rebuild the network of a saved model folder; returns (network in eval mode on ``device``, model card).
+
+    Needs no training code or data: the backbone is rebuilt from its registry name and kwargs (never
+    downloading pretrained weights), and the state dict (including the anchors) is read from the safetensors
+    file after its checksum is verified.
+    """
+    path = Path(path)
+    card = read_model_card(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelFormatError(f"{weights} is missing; {path} is not a complete saved open-set model.")
+    expected = card["weights"].get("sha256") if isinstance(card["weights"], dict) else None
+    if expected and _sha256(weights) != expected:
+        raise ModelFormatError(f"{weights} does not match the checksum recorded in {path / CONFIG_FILE}; the weights "
+                               "are corrupt or come from another model: save the model again.")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFormatError(f"{weights} cannot be read as safetensors ({err}); the file is corrupt.") from None
+    k = len(card["class_names"])
+    backbone = card["backbone"]
+    kwargs = dict(backbone.get("kwargs") or {})
+    if ":" in backbone["name"]:
+        kwargs["pretrained"] = False  # the weights come from the file, never from a download
+    net = CACNet(build_backbone(backbone["name"], k, card["input"]["channels"], card["input"]["size"], **kwargs), k,
+                 float(card.get("anchor_magnitude", 10.0)))
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(n for n in set(own) & set(state) if tuple(own[n].shape) != tuple(state[n].shape))
+    if missing or unexpected or wrong:
+        details = "; ".join(part for part in (
+            f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
+            "wrong shapes " + ", ".join(f"{n} {tuple(state[n].shape)} (backbone needs {tuple(own[n].shape)})"
+                                        for n in wrong[:5]) if wrong else "") if part)
+        raise ModelFormatError(f"{weights} does not fit the backbone {backbone['name']!r} with {k} classes at "
+                               f"{card['input']['size']} px x {card['input']['channels']} channels described in "
+                               f"{path / CONFIG_FILE}: {details}.")
+    net.load_state_dict(state)
+    anchors = torch.tensor(card["anchors"], dtype=net.head.anchors.dtype)
+    if tuple(anchors.shape) != (k, k) or not torch.equal(anchors, net.head.anchors):
+        raise ModelFormatError(f"the anchors in {path / CONFIG_FILE} differ from those in {weights}; the two files "
+                               "come from different models: save the model again.")
+    return net.to(device).eval(), card

@@ -1,0 +1,400 @@
+"""Predict "known class or unknown" with a saved open-set model, on image files, folders, zips or arrays.
+
+    >>> p = OpenSetPredictor.load("runs/photos/model")          # doctest: +SKIP
+    >>> results = p.predict(["new/cat1.jpg", "new/"])            # doctest: +SKIP
+    >>> results[0].prediction, results[0].score                   # doctest: +SKIP
+    ('cat', 1.83)
+
+Per image (Algorithm 1 of the paper, lines 5-14): distances ``d`` (K,) of the logits to the re-fitted
+anchors, rejection scores ``s = (1 - softmin(d)) * d`` (Eq. 11), best class ``argmin s``, open-set score
+``min s``; the image is that class when ``score < threshold`` and ``unknown`` otherwise. The reported
+confidence is the SoftMin confidence ``softmin(d)`` (Eqs. 9-10) of the best class.
+
+Images are prepared exactly as for training (:func:`classanchor.user_data.decode_image`) and run in
+batches. Unreadable files are skipped and listed in the result; images of another mode (e.g. grey for an
+RGB model) are converted and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.augment import AugmentSpec, eval_transform
+from .model_io import load_open_set_model
+from .network import CACNet
+from .scores import cac_decision, softmin_confidences
+from .user_data import (
+    ImageSource,
+    SkippedFile,
+    conversion_name,
+    decode_files,
+    load_labelled_folder,
+    prepare_image,
+)
+
+__all__ = ["UNKNOWN", "OpenSetPredictor", "PredictionResult", "PredictionRow", "evaluation_report"]
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One image: its path (``array[i]`` for arrays), the prediction (a class name or ``'unknown'``),
+    the best known class, the open-set score (higher = more unknown) and the SoftMin confidence of the
+    best class."""
+
+    path: str
+    prediction: str
+    best_class: str
+    score: float
+    confidence: float
+
+
+@dataclass
+class PredictionResult:
+    """Predictions of a batch of images, as arrays (N,) plus the files that could not be used.
+
+    Attributes:
+        paths: (N,) where each image came from.
+        class_index: int64 (N,) predicted class, -1 = unknown (score >= threshold).
+        best_index: int64 (N,) best known class regardless of the threshold (argmin of Eq. 11).
+        scores: float32 (N,) open-set scores ``min s``; confidences: float32 (N,) ``softmin(d)[best]``.
+        class_names, threshold: of the model.
+        skipped: files that could not be read or decoded, with the reason.
+        converted: images converted to the model's mode, by kind (e.g. ``{'grey -> RGB': 2}``).
+    """
+
+    paths: list[str]
+    class_index: np.ndarray
+    best_index: np.ndarray
+    scores: np.ndarray
+    confidences: np.ndarray
+    class_names: tuple[str, ...]
+    threshold: float
+    skipped: list[SkippedFile] = field(default_factory=list)
+    converted: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> PredictionRow:
+        best = self.class_names[int(self.best_index[i])]
+        return PredictionRow(self.paths[i], best if self.class_index[i] >= 0 else UNKNOWN, best,
+                             float(self.scores[i]), float(self.confidences[i]))
+
+    def __iter__(self) -> Iterator[PredictionRow]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def labels(self) -> list[str]:
+        """(N,) predicted class names, ``'unknown'`` for rejected images."""
+        names = np.asarray([*self.class_names, UNKNOWN], dtype=object)
+        return names[self.class_index].tolist()  # index -1 picks UNKNOWN
+
+    @property
+    def is_unknown(self) -> np.ndarray:
+        return self.class_index < 0
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per image: path, prediction, best_class, score, confidence."""
+        return [row.__dict__.copy() for row in self]
+
+    def notes(self) -> list[str]:
+        """Human-readable lines about conversions and skipped files (empty when there is nothing to say)."""
+        lines = [f"converted {n} image(s) {kind} for this model" for kind, n in sorted(self.converted.items())]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s):")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        return lines
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+class OpenSetPredictor:
+    """A trained CAC network with its class names, threshold and input preparation.
+
+    Build it with :meth:`load` (a saved model folder) or directly from an in-memory network.
+
+    Args:
+        net: the network with its re-fitted anchors.
+        class_names: K names. threshold: accept as known when the score is below it (settable).
+        spec: the input: ``spec.size`` S, ``spec.mean`` / ``spec.std`` per channel in [0, 1] units.
+        channels: 1 (grey) or 3 (RGB) input channels.
+        device: where the network runs.
+    """
+
+    def __init__(self, net: CACNet, class_names: Sequence[str], threshold: float, spec: AugmentSpec, channels: int,
+                 *, device: torch.device | str = "cpu", card: dict | None = None):
+        if len(class_names) != net.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a network with {net.num_classes} classes.")
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.class_names = tuple(str(n) for n in class_names)
+        self.threshold = float(threshold)
+        self.spec = spec
+        self.channels = int(channels)
+        self.card = card or {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> OpenSetPredictor:
+        """The predictor of a model folder written by :func:`classanchor.model_io.save_open_set_model`."""
+        net, card = load_open_set_model(path, device)
+        inp = card["input"]
+        spec = AugmentSpec(size=int(inp["size"]), mean=tuple(inp["mean"]), std=tuple(inp["std"]))
+        return cls(net, card["class_names"], float(card["threshold"]), spec, int(inp["channels"]), device=device,
+                   card=card)
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.size
+
+    def __repr__(self) -> str:
+        return (f"OpenSetPredictor(classes={list(self.class_names)}, threshold={self.threshold:.4g}, "
+                f"input={self.image_size}x{self.image_size}x{self.channels})")
+
+    # ------------------------------------------------------------------------------------------ core
+    @torch.inference_mode()
+    def score_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (B, S, S, C) prepared images -> (best class (B,), open-set score (B,), SoftMin confidence (B,))."""
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
+            images = images.copy()
+        x = eval_transform(torch.from_numpy(images).to(self.device), self.spec, layout="NHWC")
+        distances = self.net.distances(x).float()
+        best, score = cac_decision(distances)
+        confidence = softmin_confidences(distances).gather(1, best.unsqueeze(1)).squeeze(1)
+        return best.cpu().numpy(), score.cpu().numpy(), confidence.cpu().numpy()
+
+    def _result(self, paths, best, scores, conf, skipped, converted, threshold) -> PredictionResult:
+        thr = self.threshold if threshold is None else float(threshold)
+        best = _concat(best, np.int64)
+        scores = _concat(scores, np.float32)
+        return PredictionResult(list(paths), np.where(scores < thr, best, -1), best, scores,
+                                _concat(conf, np.float32), self.class_names, thr, skipped, dict(converted))
+
+    # ------------------------------------------------------------------------------------------ public
+    def predict(self, inputs, *, batch_size: int = 256, threshold: float | None = None,
+                progress: bool = True) -> PredictionResult:
+        """Predict on image files / folders / zips (a path or a list of paths) or on images in memory.
+
+        Args:
+            inputs: a path or list of paths (files; folders and zips are searched recursively;
+                ``archive.zip/inner/folder`` selects part of a zip), or uint8 pixels as an array / tensor
+                (H, W), (H, W, C), (N, H, W) or (N, H, W, C) of any size, or PIL images.
+            batch_size: images per forward pass.
+            threshold: override the model's threshold for this call.
+            progress: show a progress bar when there are at least 256 files.
+        Returns a :class:`PredictionResult`; files that cannot be used are in ``result.skipped``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if isinstance(inputs, (np.ndarray, torch.Tensor)):
+            return self.predict_arrays(inputs, batch_size=batch_size, threshold=threshold)
+        items = [inputs] if isinstance(inputs, (str, os.PathLike)) or _is_pil(inputs) else list(inputs)
+        if items and all(_is_pil(i) for i in items):
+            return self._predict_pil(items, batch_size, threshold)
+        if not all(isinstance(i, (str, os.PathLike)) for i in items):
+            kinds = sorted({type(i).__name__ for i in items})
+            raise TypeError(f"predict takes paths, a uint8 array or PIL images; got {kinds}.")
+        return self._predict_files(items, batch_size, threshold, progress)
+
+    def predict_arrays(self, images, *, batch_size: int = 256, threshold: float | None = None) -> PredictionResult:
+        """uint8 pixels (H, W), (H, W, C), (N, H, W) or (N, H, W, C), C = 1, 3 or 4, any size."""
+        array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        if array.dtype != np.uint8:
+            raise TypeError(f"predict expects uint8 pixel values 0-255, got dtype {array.dtype}; convert with "
+                            "(x * 255).round().astype(np.uint8) if your values are in [0, 1].")
+        array = _as_nhwc(array)
+        n, h, w, c = array.shape
+        paths = [f"array[{i}]" for i in range(n)]
+        if (h, w, c) == (self.image_size, self.image_size, self.channels):
+            best, scores, conf = [], [], []
+            for lo in range(0, n, batch_size):
+                b, s, f = self.score_batch(array[lo:lo + batch_size])
+                best.append(b), scores.append(s), conf.append(f)
+            return self._result(paths, best, scores, conf, [], Counter(), threshold)
+        from PIL import Image
+
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
+        pil = [Image.fromarray(a[..., 0] if c == 1 else a, mode) for a in array]
+        return self._predict_pil(pil, batch_size, threshold, paths)
+
+    def _predict_pil(self, images: list, batch_size: int, threshold, paths: list[str] | None = None):
+        paths = paths or [f"image[{i}]" for i in range(len(images))]
+        best, scores, conf, converted = [], [], [], Counter()
+        for lo in range(0, len(images), batch_size):
+            prepared = [prepare_image(im, self.image_size, self.channels) for im in images[lo:lo + batch_size]]
+            converted.update(c for _, m in prepared if (c := conversion_name(m, self.channels)))
+            b, s, f = self.score_batch(np.stack([a for a, _ in prepared]))
+            best.append(b), scores.append(s), conf.append(f)
+        return self._result(paths, best, scores, conf, [], converted, threshold)
+
+    def _predict_files(self, inputs: list, batch_size: int, threshold, progress: bool) -> PredictionResult:
+        from tqdm.auto import tqdm
+
+        files, skipped, sources = _expand(inputs)
+        try:
+            paths, best, scores, conf, converted = [], [], [], [], Counter()
+            with tqdm(total=len(files), desc="predicting", unit="img", dynamic_ncols=True, mininterval=1.0,
+                      disable=not progress or len(files) < 256) as bar:
+                for lo in range(0, len(files), batch_size):
+                    chunk = files[lo:lo + batch_size]
+                    decoded = decode_files(lambda i, chunk=chunk: chunk[i][1].read(chunk[i][2]),
+                                           [f[0] for f in chunk], self.image_size, self.channels, progress=False)
+                    skipped += decoded.skipped
+                    converted.update(decoded.converted)
+                    if decoded.ok.any():
+                        b, s, f = self.score_batch(decoded.images)
+                        best.append(b), scores.append(s), conf.append(f)
+                        paths += [chunk[i][0] for i in np.flatnonzero(decoded.ok).tolist()]
+                    bar.update(len(chunk))
+        finally:
+            for source in sources:
+                source.close()
+        return self._result(paths, best, scores, conf, skipped, converted, threshold)
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def evaluate(self, data: str | os.PathLike, known: Iterable[str] | str | None = None,
+                 unknown: Iterable[str] | str | None = None, *, batch_size: int = 256, progress: bool = True) -> dict:
+        """Open-set metrics of this model on a labelled image folder (one sub-folder per class).
+
+        ``known`` (default: the model's classes found in ``data``) are scored against their class,
+        ``unknown`` (default: every other class folder) must be rejected. Returns a JSON-ready dict with the
+        counts, closed-set ``accuracy``, ``known_acceptance`` and, when there are unknowns, ``auroc``,
+        ``unknown_rejection`` and the rest of :func:`classanchor.metrics.open_set_report` at the threshold,
+        plus per-class shares, skipped files and conversions.
+        """
+        images, unknown_class, unknown_names, decoded, listing = load_labelled_folder(
+            data, self.class_names, known, unknown, image_size=self.image_size, channels=self.channels,
+            progress=progress)
+        result = self.predict_arrays(images.images, batch_size=batch_size)
+        out = {"data": str(data), **evaluation_report(result.scores, result.best_index, images.labels, self.threshold,
+                                                      self.class_names, unknown_class, unknown_names)}
+        out["converted"] = dict(decoded.converted)
+        out["skipped"] = [{"path": s.path, "reason": s.reason} for s in (*listing.skipped, *decoded.skipped)]
+        return out
+
+
+def evaluation_report(scores: np.ndarray, best: np.ndarray, labels: np.ndarray, threshold: float,
+                      class_names: Sequence[str], unknown_class: np.ndarray, unknown_names: Sequence[str]) -> dict:
+    """Open-set metrics at ``threshold`` for labelled images, JSON-ready.
+
+    Args:
+        scores, best: (N,) open-set scores and best known class (argmin of Eq. 11).
+        labels: (N,) 0..K-1 known, -1 unknown. unknown_class: (N,) index into ``unknown_names`` for the
+            unknown images (any value for known ones).
+    Returns counts, closed-set ``accuracy`` and ``known_acceptance`` (share of knowns with score < threshold);
+    with unknowns also ``unknown_rejection`` (share with score >= threshold), ``auroc`` and the rest of
+    :func:`classanchor.metrics.open_set_report`; per-class shares (``per_known_class``, ``per_unknown_class``).
+    """
+    from .metrics import closed_set_accuracy, open_set_report
+
+    k = len(class_names)
+    accepted = scores < threshold
+    is_unknown = labels < 0
+    has_known, has_unknown = bool((~is_unknown).any()), bool(is_unknown.any())
+    out: dict[str, Any] = {"threshold": float(threshold), "n_known": int((~is_unknown).sum()),
+                           "n_unknown": int(is_unknown.sum()), "class_names": list(class_names),
+                           "unknown_names": list(unknown_names)}
+    if has_known and has_unknown:
+        report = open_set_report(scores, best, labels, threshold, classes=np.where(is_unknown, unknown_class, 0),
+                                 num_classes=k)
+        confusion = report.pop("unknown_confusion")
+        report["unknown_confusion"] = {"rows": [unknown_names[i] for i in confusion["classes"]],
+                                       "columns": list(class_names), "counts": confusion["counts"]}
+        report["unknown_rejection"] = report["unknown_recall"]
+        out.update(report)
+    elif has_known:
+        out["accuracy"] = closed_set_accuracy(best[~is_unknown], labels[~is_unknown])
+        out["known_acceptance"] = float(accepted[~is_unknown].mean())
+    elif has_unknown:
+        out["unknown_rejection"] = float((~accepted[is_unknown]).mean())
+    per_known = np.bincount(labels[~is_unknown], minlength=k)
+    accepted_known = np.bincount(labels[~is_unknown & accepted], minlength=k)
+    right = np.bincount(labels[~is_unknown & (best == labels)], minlength=k)
+    out["per_known_class"] = {n: {"n": int(c), "accepted": float(a / c), "accuracy": float(r / c)}
+                              for n, c, a, r in zip(class_names, per_known, accepted_known, right) if c}
+    per_unknown = np.bincount(unknown_class[is_unknown], minlength=len(unknown_names))
+    rejected = np.bincount(unknown_class[is_unknown & ~accepted], minlength=len(unknown_names))
+    out["per_unknown_class"] = {n: {"n": int(c), "rejected": float(r / c)}
+                                for n, c, r in zip(unknown_names, per_unknown, rejected) if c}
+    return out
+
+
+def _is_pil(obj) -> bool:
+    return type(obj).__module__.startswith("PIL.") and hasattr(obj, "mode")
+
+
+def _as_nhwc(array: np.ndarray) -> np.ndarray:
+    """(H, W) / (H, W, C) / (N, H, W) / (N, H, W, C) / (N, C, H, W) -> (N, H, W, C)."""
+    if array.ndim == 2:
+        return array[None, :, :, None]
+    if array.ndim == 3:
+        return array[None] if array.shape[-1] in (1, 3, 4) else array[..., None]
+    if array.ndim == 4:
+        if array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3, 4):
+            return array.transpose(0, 2, 3, 1)
+        if array.shape[-1] in (1, 3, 4):
+            return array
+    raise ValueError(f"cannot read images of shape {array.shape}; pass (H, W), (H, W, C), (N, H, W) or "
+                     "(N, H, W, C) with C = 1, 3 or 4.")
+
+
+def _expand(inputs: list) -> tuple[list[tuple[str, Any, str]], list[SkippedFile], list[ImageSource]]:
+    """Paths -> (files as (display path, source, name), skipped entries, opened sources to close).
+
+    A file is tried as an image whatever its suffix (a zip is opened as a folder); inside folders and
+    zips only names with an image suffix are used and the other files are listed as skipped.
+    """
+    from .user_data import IMAGE_SUFFIXES, DataError
+
+    files, skipped, sources = [], [], []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists() and not any(p.is_file() for p in path.parents):
+            skipped.append(SkippedFile(str(path), "no such file or folder"))
+            continue
+        if path.is_file() and not _is_zip(path):
+            parent = _FileSource(path.parent)
+            files.append((str(path), parent, path.name))
+            continue
+        try:
+            source = ImageSource(path)
+        except DataError as err:
+            skipped.append(SkippedFile(str(path), str(err).removeprefix(f"{path}: ")))
+            continue
+        sources.append(source)
+        names = source.names()
+        if not names:
+            skipped.append(SkippedFile(str(path), "empty folder: no files in it"))
+        for name in names:
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                files.append((source.where(name), source, name))
+            else:
+                suffix = os.path.splitext(name)[1] or "no suffix"
+                skipped.append(SkippedFile(source.where(name), f"not an image file ({suffix})"))
+    return files, skipped, sources
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    return path.suffix.lower() == ".zip" and zipfile.is_zipfile(path)
+
+
+@dataclass(frozen=True)
+class _FileSource:
+    folder: Path
+
+    def read(self, name: str) -> bytes:
+        return (self.folder / name).read_bytes()

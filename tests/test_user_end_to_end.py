@@ -1,0 +1,120 @@
+"""End to end on a small image folder: train, save, load in a fresh process, predict, evaluate."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from classanchor.cli import main
+from classanchor.metrics import calibrate_threshold
+from classanchor.user_data import UserTrainConfig, load_user_data, train_on_folder
+
+from .test_user_data import write_image_folder
+
+KNOWN = ("red", "green", "stripes")
+SPLIT = {"val_fraction": 0.25, "test_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user")
+    data = write_image_folder(root / "data", per_class=16)
+    (data / "red" / "notes.txt").write_text("not an image")
+    config = UserTrainConfig(data=str(data), out=str(root / "run"), known=KNOWN, unknown=("blue",), epochs=3,
+                             image_size=16, batch_size=8, device="cpu", **SPLIT)
+    predictor, metrics = train_on_folder(config, progress=False)
+    return SimpleNamespace(root=root, data=data, predictor=predictor, metrics=metrics)
+
+
+def test_run_folder_metrics_and_saved_model(trained):
+    root, predictor, metrics = trained.root, trained.predictor, trained.metrics
+    run = root / "run"
+    for name in ("config.json", "data.json", "history.json", "metrics.json", "state.pt", "model/model.json",
+                 "model/weights.safetensors"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert len(json.loads((run / "history.json").read_text())) == 3
+    test = metrics["test"]
+    assert test["n_known"] == 12 and test["n_unknown"] == 16 and metrics["n_train"] == 24 and metrics["n_val"] == 12
+    assert test["accuracy"] > 0.5 and test["auroc"] > 0.5  # chance: 1/3 and 0.5
+    for key in ("known_acceptance", "unknown_rejection", "macro_f1", "oscr", "fpr_at_95_tpr"):
+        assert 0 <= test[key] <= 1, key
+    assert test["per_unknown_class"]["blue"]["n"] == 16
+    assert metrics["skipped_files"] == 1
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["class_names"] == list(KNOWN) and card["threshold"] == metrics["threshold"]
+    assert card["calibration"] == metrics["calibration"] and card["input"]["size"] == 16
+    assert card["extra"]["training"]["epochs"] == 3 and card["extra"]["data"]["counts"]["red"]["train"] == 8
+    assert np.array_equal(np.array(card["anchors"], np.float32), predictor.net.head.anchors.cpu().numpy())
+    config_record = json.loads((run / "config.json").read_text())
+    assert config_record["config"]["known"] == list(KNOWN) and config_record["classanchor_version"]
+
+
+def test_threshold_accepts_the_target_share_of_known_validation_images(trained):
+    data, predictor, metrics = trained.data, trained.predictor, trained.metrics
+    split = load_user_data(data, KNOWN, ["blue"], image_size=16, progress=False, **SPLIT)
+    scores = predictor.predict(split.val.images).scores
+    assert metrics["threshold"] == calibrate_threshold(scores, 0.95)
+    accepted = float((scores < metrics["threshold"]).mean())
+    assert accepted == metrics["calibration"]["achieved_accept_rate"] >= 0.95
+    assert accepted == math.ceil(0.95 * len(scores)) / len(scores)  # the smallest share >= 95 % (no ties)
+    assert metrics["calibration"]["n_images"] == len(scores) == 12
+
+
+def test_a_fresh_process_predicts_what_the_in_memory_model_predicts(trained):
+    root, data, predictor = trained.root, trained.data, trained.predictor
+    done = subprocess.run([sys.executable, "-m", "classanchor.cli", "predict", str(root / "run" / "model"), str(data),
+                           "--format", "json", "--device", "cpu", "--no-progress"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    fresh = json.loads(done.stdout)
+    memory = predictor.predict(data, progress=False)
+    assert [r["path"] for r in fresh["predictions"]] == memory.paths and len(memory) == 64
+    near = np.abs(memory.scores - memory.threshold) < 1e-5
+    assert [r["prediction"] for r, n in zip(fresh["predictions"], near) if not n] == [
+        label for label, n in zip(memory.labels, near) if not n]
+    np.testing.assert_allclose([r["score"] for r in fresh["predictions"]], memory.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([r["confidence"] for r in fresh["predictions"]], memory.confidences, rtol=1e-5,
+                               atol=1e-6)
+    assert [s["path"] for s in fresh["skipped"]] == [str(data / "red" / "notes.txt")]
+
+
+def test_train_command_reuses_a_finished_run_and_evaluate_reports_per_class(trained, tmp_path, capsys):
+    root, data, metrics = trained.root, trained.data, trained.metrics
+    args = ["train", str(data), "--out", str(root / "run"), "--known", ",".join(KNOWN), "--unknown", "blue",
+            "--epochs", "3", "--image-size", "16", "--batch-size", "8", "--device", "cpu",
+            "--val-fraction", "0.25", "--test-fraction", "0.25", "--no-progress"]
+    assert main(args) == 0  # the finished run folder is read back, not trained again
+    out = capsys.readouterr().out
+    assert "held-out unknown classes: blue" in out and f"threshold {metrics['threshold']:.4f}" in out
+    assert main(args[:-1] + ["--epochs", "4", "--no-progress"]) == 2  # another config for the same folder
+    assert "different config" in capsys.readouterr().err
+
+    target = tmp_path / "eval.json"
+    assert main(["evaluate", str(root / "run" / "model"), str(data), "--unknown", "blue", "--output", str(target),
+                 "--no-progress", "--device", "cpu"]) == 0
+    report = json.loads(target.read_text())
+    assert report["n_known"] == 48 and report["n_unknown"] == 16 and 0 <= report["auroc"] <= 1
+    assert set(report["per_known_class"]) == set(KNOWN) and report["unknown_confusion"]["rows"] in ([], ["blue"])
+    assert "unknown blue: 16 images, rejected" in capsys.readouterr().out
+    assert main(["evaluate", str(root / "run" / "model"), str(data), "--known", "red,zebra", "--no-progress"]) == 2
+    assert "['zebra'] are not classes of the model" in capsys.readouterr().err
+
+
+def test_bad_training_input_writes_nothing(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "data", per_class=10, kinds=("a", "b"))
+    assert main(["train", str(data), "--known", "a,zebra", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "['zebra'] not found" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["train", str(data), "--image-size", "20", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    if importlib.util.find_spec("torchvision") is None:  # the optional extra is not installed here
+        assert main(["train", str(data), "--backbone", "torchvision:resnet18", "--out", str(tmp_path / "run"),
+                     "--no-progress"]) == 2
+        assert "pip install classanchor[vision]" in capsys.readouterr().err and not (tmp_path / "run").exists()
