@@ -34,6 +34,7 @@ from classanchor.studies import (
     SWEEP_WEIGHTS,
     StudyConfig,
     _evaluate,
+    compare_entries,
     run_ablation,
     run_compare,
     run_sweep,
@@ -127,6 +128,14 @@ def test_sweep_cells_are_cac_networks_with_their_hyperparameters_in_the_job_name
         sweep_entries((0,), (0.1,))
     with pytest.raises(ValueError, match="at least one"):
         sweep_entries((), (0.1,))
+
+
+def test_unknown_names_fail_before_any_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown detector 'softmx'"):
+        compare_entries({"ce": ("softmx",)})
+    with pytest.raises(ValueError, match="unknown method 'anchors'"):
+        run_ablation(StudyConfig("mnist", str(tmp_path), str(tmp_path / "run")), methods=("cac", "anchors"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_defaults_are_the_library_defaults():

@@ -41,6 +41,7 @@ import torch
 from ._version import __version__
 from .benchmark import PUBLISHED, job_name, resolve_device, run_job
 from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
+from .detectors import make_detector
 from .evaluate import METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
 from .io import git_commit, read_json, write_json, write_text
 from .methods import Method, get_method
@@ -134,6 +135,8 @@ class Entry:
 def compare_entries(detectors: dict[str, Sequence[str]] | None = None) -> list[Entry]:
     """The methods comparison: {training method: detectors} (default :data:`COMPARE_DETECTORS`)."""
     detectors = COMPARE_DETECTORS if detectors is None else detectors
+    for name in (d for names in detectors.values() for d in names):
+        make_detector(name)  # an unknown name fails here, naming the choices, not after the training
     return [Entry(get_method(name), d) for name, names in detectors.items() for d in names]
 
 
