@@ -378,7 +378,7 @@ def _expand(inputs: list) -> tuple[list[tuple[str, Any, str]], list[SkippedFile]
         if not names:
             skipped.append(SkippedFile(str(path), "empty folder: no files in it"))
         for name in names:
-            if name.lower().endswith(IMAGE_SUFFIXES):
+            if source.single_file or name.lower().endswith(IMAGE_SUFFIXES):
                 files.append((source.where(name), source, name))
             else:
                 suffix = os.path.splitext(name)[1] or "no suffix"

@@ -90,6 +90,8 @@ def _is_image_name(name: str) -> bool:
 class ImageSource:
     """Read-only view of a folder, a zip, or a folder inside a zip (``archive.zip/inner/folder``).
 
+    A path naming one file inside a zip (``archive.zip/inner/cat.jpg``) gives a source holding just that file.
+
     ``names()`` lists every non-hidden file below it as a posix path relative to it (sorted);
     ``read(name)`` returns its bytes; ``where(name)`` the path to show to a person.
     Use it as a context manager (a zip stays open until ``close()``).
@@ -100,6 +102,7 @@ class ImageSource:
         self.zip_path, self.prefix = _locate(self.path)
         self._zip: zipfile.ZipFile | None = None
         self._zip_names: list[str] | None = None
+        self.single_file = False  # the path names one file inside a zip: names() is just that file
         if self.zip_path is not None:
             try:
                 self._zip = zipfile.ZipFile(self.zip_path)
@@ -125,6 +128,11 @@ class ImageSource:
 
     def _list_zip(self) -> list[str]:
         assert self._zip is not None
+        if self.prefix and self.prefix in set(self._zip.namelist()):  # one file inside the zip
+            self.prefix, _, name = self.prefix.rpartition("/")
+            self.path = self.path.parent
+            self.single_file = True
+            return [name]
         start = self.prefix + "/" if self.prefix else ""
         names = sorted(n[len(start):] for n in self._zip.namelist()
                        if n.startswith(start) and not n.endswith("/") and not _hidden(n))
