@@ -6,6 +6,8 @@ Run folder layout (``out/``)::
     trial{t}/{job}/state.pt            resumable training state (kept after the job)
     trial{t}/{job}/history.json        per-epoch training history
     trial{t}/{job}/model.pt            the kept (best-validation) weights with the re-fitted anchors
+    trial{t}/{job}/model/              CAC jobs: the open-set model for ``classanchor predict`` (threshold
+                                       keeping 95 % of the known validation images)
     trial{t}/{job}/logits.npz          train / val / test logits (every score is computed from these)
     trial{t}/{job}/result.json         accuracy, AUROC, timing; its presence means "done"
     results.json, table.md             all finished jobs and the Markdown table with published numbers
@@ -27,11 +29,15 @@ from .data.augment import AugmentSpec, compute_mean_std
 from .data.loader import DeviceLoader
 from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
 from .evaluate import Logits, collect_logits, evaluate_logits
+from .heads import anchor_distances
 from .io import RunFolder, read_json, save_torch, write_json, write_text
 from .methods import Method, get_method
+from .metrics import calibrate_threshold
+from .model_io import save_open_set_model
 from .models.registry import build_backbone
 from .network import CACNet
 from .recipes import Recipe, get_recipe
+from .scores import cac_decision
 from .train import train
 
 __all__ = ["BenchmarkConfig", "PUBLISHED", "job_name", "run_job", "run_benchmark", "format_benchmark_table",
@@ -149,6 +155,7 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
     metrics = evaluate_logits(logits, method.name, empty_class="all_samples")
     if "anchors" in metrics:
         net.head.set_anchors(torch.tensor(metrics["anchors"]))
+        _save_predictor(job_dir / "model", net, data, spec, backbone, recipe, val_logits, method)
     np.savez_compressed(job_dir / "logits.npz", **logits.to_npz())
     save_torch(job_dir / "model.pt", {"model": net.state_dict(), "num_classes": k, "backbone": backbone,
                                       "known_names": data.known_names, "augment": spec.__dict__})
@@ -161,6 +168,21 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
               "known_names": list(data.known_names), "unknown_names": list(data.unknown_names)}
     write_json(result_path, result)
     return result
+
+
+def _save_predictor(path: Path, net: CACNet, data: OpenSetData, spec: AugmentSpec, backbone: str, recipe: Recipe,
+                    val_logits: torch.Tensor, method: Method, accept_rate: float = 0.95) -> None:
+    """Save a CAC job as an open-set model folder that ``classanchor predict`` loads; the threshold keeps
+    ``accept_rate`` of the known validation images (the anchors are already re-fitted on ``net``)."""
+    _, val_scores = cac_decision(anchor_distances(val_logits, net.head.anchors.cpu()))
+    threshold = calibrate_threshold(val_scores, accept_rate)
+    calibration = {"method": "accept_rate", "data": "known validation split", "target_accept_rate": accept_rate,
+                   "n_images": int(val_scores.numel()),
+                   "achieved_accept_rate": float((val_scores < threshold).float().mean())}
+    save_open_set_model(path, net, data.known_names, threshold, calibration, spec, backbone,
+                        {"dropout": recipe.dropout},
+                        extra={"dataset": data.trial.dataset, "trial": data.trial.trial, "job": job_name(method),
+                               "recipe": recipe.name})
 
 
 def format_benchmark_table(dataset: str, results: list[dict], recipe: Recipe, full: Recipe) -> str:

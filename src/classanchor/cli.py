@@ -35,7 +35,9 @@ def _benchmark(args: argparse.Namespace) -> int:
                              anchor_weight=args.anchor_weight)
     _, table = run_benchmark(config, progress=not args.no_progress)
     print(table)
-    print(f"Run folder: {out}/")
+    from .report import write_report
+
+    print(f"Run folder: {out}/  report: {write_report(out)}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 
 from classanchor.benchmark import BenchmarkConfig, parse_trials, run_benchmark
 from classanchor.cli import main
@@ -34,6 +35,24 @@ def test_benchmark_writes_a_complete_run_folder_and_never_retrains(tmp_path):
     assert logits["test"].shape == (40, 6) and (logits["test_labels"] == -1).sum() == 16
     assert logits["train"].shape[0] == 48  # 6 known digits x 10 images x 80 % (no flips for MNIST)
     assert logits["val"].shape == (12, 6) and set(logits["val_labels"].tolist()) == set(range(6))
+
+    from classanchor.predictor import OpenSetPredictor
+
+    card = json.loads((job / "model" / "model.json").read_text())
+    assert card["calibration"]["target_accept_rate"] == 0.95 and card["calibration"]["n_images"] == 12
+    assert card["calibration"]["achieved_accept_rate"] >= 0.95
+    assert not (run / "trial0" / "ce" / "model").exists()  # only CAC jobs are open-set models
+    # The saved model scores the test images as the evaluation did from the logits. MNIST's 28 px images are
+    # resized to 32 px by PIL in the predictor and by torch on the device in the benchmark, hence the tolerance.
+    from classanchor.data.splits import build_trial, get_trial
+    from classanchor.heads import anchor_distances
+    from classanchor.scores import cac_decision
+
+    test = build_trial(get_trial("MNIST", 0), tmp_path / "data", progress=False).test()
+    predicted = OpenSetPredictor.load(job / "model").predict(test.images)
+    anchors = torch.tensor(card["anchors"])
+    _, expected_scores = cac_decision(anchor_distances(torch.from_numpy(logits["test"]), anchors))
+    np.testing.assert_allclose(np.asarray(predicted.scores), expected_scores.numpy(), rtol=0.05, atol=1e-3)
 
     stamp = (job / "result.json").stat().st_mtime_ns
     again, _ = run_benchmark(config, progress=False)
