@@ -11,7 +11,8 @@ draw into an existing figure (e.g. a panel of a larger figure); it then returns 
 
 Paper figures: Fig. 1 :func:`decision_regions` + :func:`logit_space` (see ``examples/toy_2d.py``);
 Fig. 2 :func:`hyperparameter_heatmaps`; Fig. 3 :func:`ablation_bars`; Fig. 4 :func:`unknown_confusion`
-with :func:`unknown_confusion_counts`; Fig. 5 :func:`image_grid` with :func:`extremes`.
+with :func:`unknown_confusion_counts`; Fig. 5 :func:`image_grid` / :func:`image_rows` with :func:`extremes`.
+Training: :func:`training_curves` (from ``history.json``).
 
 Example:
     >>> import numpy as np
@@ -46,11 +47,13 @@ __all__ = [
     "extremes",
     "hyperparameter_heatmaps",
     "image_grid",
+    "image_rows",
     "logit_space",
     "roc_curves",
     "row_normalise",
     "save_figure",
     "score_histograms",
+    "training_curves",
     "trial_bars",
     "unknown_confusion",
     "unknown_confusion_counts",
@@ -108,31 +111,63 @@ def _rotate_if_crowded(ax: Axes, names: Sequence[str], slot_inches: float) -> No
 
 # ---------------------------------------------------------------------------------------------- scores
 
-def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score",
+def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score", log_fpr: bool = False,
                ax: Axes | None = None) -> Figure:
     """ROC curves of several open-set scores, unknown = positive class, with the AUROC in the legend.
 
     Args:
         curves: ``{method name: (scores (N,), is_unknown (N,) bool)}``; higher score = more unknown.
+        log_fpr: add a second panel with the false positive rate on a logarithmic axis (down to one known
+            sample in the smallest test set): curves that all hug the top-left corner (AUROC near 1, e.g.
+            MNIST) separate there. Needs a new figure (``ax=None``).
+    With more than four curves the legend goes beside the axes (the figure is made wider for it), with two
+    panels under them, so it does not hide the curves.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, ax = _figure_and_axes(ax, (5.4, 4.8))
+    if log_fpr and ax is not None:
+        raise ValueError("log_fpr=True draws two panels in a new figure; leave ax=None.")
+    beside = len(curves) > 4 and ax is None and not log_fpr
+    below = log_fpr  # two panels: the legend goes under them, in two columns
+    if ax is None:
+        legend_rows = math.ceil((len(curves) + 1) / 2) if below else 0
+        size = (10.4, 4.8 + 0.22 * legend_rows) if log_fpr else (9.0 if beside else 5.4, 4.8)
+        fig = Figure(figsize=size, layout="constrained")
+        axes = list(np.atleast_1d(fig.subplots(1, 2 if log_fpr else 1)))
+    else:
+        fig, axes = ax.figure, [ax]
     colors = class_colors(max(len(curves), 1))
+    smallest = 1.0  # smallest non-zero false positive rate a curve can take (one known sample)
     for color, (name, (scores, is_unknown)) in zip(colors, curves.items()):
         scores = to_numpy(scores).astype(np.float64).ravel()
         is_unknown = to_numpy(is_unknown).astype(bool).ravel()
         if is_unknown.all() or not is_unknown.any():
             raise ValueError(f"ROC of {name!r} needs both known and unknown samples.")
+        smallest = min(smallest, 1.0 / (~is_unknown).sum())
         fpr, tpr, _ = roc_curve(is_unknown, scores)
-        ax.plot(fpr, tpr, color=color, lw=2, label=f"{_label(name)} (AUROC {roc_auc_score(is_unknown, scores):.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance (AUROC 0.5)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), title=title,
-           xlabel="false positive rate (fraction of knowns rejected)",
-           ylabel="true positive rate (fraction of unknowns rejected)")
-    ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+        label = f"{_label(name)} (AUROC {roc_auc_score(is_unknown, scores):.3f})"
+        for panel in axes:
+            panel.plot(fpr, tpr, color=color, lw=2, label=label)
+    xlabel, ylabel = "false positive rate (fraction of knowns rejected)", "true positive rate (fraction of unknowns rejected)"
+    first = axes[0]
+    first.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance (AUROC 0.5)")
+    first.set(xlim=(0, 1), ylim=(0, 1.01), title=_wrap(title, 5.2), xlabel=xlabel, ylabel=ylabel)
+    first.set_aspect("equal")
+    if log_fpr:
+        log_ax = axes[1]
+        chance = np.geomspace(smallest, 1, 50)
+        log_ax.plot(chance, chance, ls="--", color="0.5", lw=1)
+        log_ax.set_xscale("log")
+        log_ax.set(xlim=(smallest, 1), ylim=(0, 1.01), title="the same, false positive rate on a log axis",
+                   xlabel=xlabel, ylabel=ylabel)
+    for panel in axes:
+        panel.grid(alpha=0.3)
+    if beside:  # a figure legend: constrained layout makes room for it beside the (square) axes
+        fig.legend(*first.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
+    elif below:
+        fig.legend(*first.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
+    else:
+        first.legend(loc="lower right", fontsize="small")
     return fig
 
 
@@ -172,7 +207,7 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
     if log_x:
         ax.set_xscale("log")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom for the legend
-    ax.set(title=title, xlabel=_wrap(f"{score_name} (higher = more unknown)", 5.5, 10),
+    ax.set(title=_wrap(title, fig.get_figwidth() * 0.95), xlabel=_wrap(f"{score_name} (higher = more unknown)", 5.5, 10),
            ylabel="fraction of samples per bin" if log_x else "probability density (per score unit)")
     ax.legend(fontsize="small")
     return fig
@@ -249,7 +284,8 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
     else:
         ax.set(xlabel=f"logit-space PCA component 1 ({100 * variance[0]:.0f}% of variance)",
                ylabel=f"logit-space PCA component 2 ({100 * variance[1]:.0f}% of variance)")
-    ax.set_title(title or ("Logit space" if k == 2 else f"Logit space ({k} classes, PCA projection)"))
+    ax.set_title(_wrap(title or ("Logit space" if k == 2 else f"Logit space ({k} classes, PCA projection)"),
+                       fig.get_figwidth() * 0.95))
     ax.grid(alpha=0.3)
     handles = [Line2D([], [], marker="o", ls="", color=colors[i], label=class_names[i]) for i in range(k)]
     if u is not None and len(u):
@@ -411,7 +447,7 @@ def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequenc
     _rotate_if_crowded(ax, list(known_names), 0.5)
     ax.set(title=_wrap(title, fig.get_figwidth() * 0.8), xlabel="predicted known class",
            ylabel="true unknown class")
-    fig.colorbar(image, ax=ax, label="share of the row's accepted unknowns (%)", shrink=0.9)
+    fig.colorbar(image, ax=ax, label="share of the row's\naccepted unknowns (%)", shrink=0.9)
     return fig
 
 
@@ -437,8 +473,25 @@ def _ylim_for(values: np.ndarray, extra=()) -> tuple[float, float]:
     return max(0.0, math.floor(lo - 0.6 * span)), min(100.0, hi + 0.35 * span)
 
 
+def _value_labels(ax: Axes, values: Sequence[tuple[float, object]], min_gap: float) -> None:
+    """Write each ``(value, colour)`` as text just right of the axes at its height, pushing labels apart
+    (in data units, at least ``min_gap``) where values are so close that the texts would overlap."""
+    order = sorted(values, key=lambda v: v[0])
+    placed: list[float] = []
+    for value, _ in order:
+        placed.append(value if not placed else max(value, placed[-1] + min_gap))
+    if placed:  # centre the group on the values again, so no label drifts far from its line
+        shift = (placed[-1] - order[-1][0]) / 2 if len(placed) > 1 else 0.0
+        placed = [p - shift for p in placed]
+    for (value, color), at in zip(order, placed):
+        ax.annotate(f"{value:.1f}", (1.0, value), xycoords=("axes fraction", "data"), xytext=(1.01, at),
+                    textcoords=("axes fraction", "data"), va="center", fontsize="small", color=color,
+                    annotation_clip=False)
+
+
 def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
                published: Mapping[str, tuple[float | None, float | None]] | None = None, *,
+               trial_labels: Sequence[str] | None = None,
                title: str = "Accuracy and AUROC per trial") -> Figure:
     """Bars of closed-set accuracy and AUROC for each trial and method, published values as dashed lines.
 
@@ -446,12 +499,17 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
         per_trial: ``{method: [(accuracy, auroc) of trial 1, ...]}``, fractions in [0, 1].
         published: ``{method: (accuracy, auroc)}`` from the paper (either may be None), drawn as a dashed
             line in the method's colour across the panel.
+        trial_labels: tick label of each trial (default "trial 1", "trial 2", ...); a run folder passes its
+            own trial indices (e.g. "trial 0") so the plot names the trials as the folders do.
     Note: the value axis starts near the smallest value (not at 0) so that differences of a few points
     are visible; read the tick labels.
     """
     names, table = _as_percent_table(per_trial)
     published = dict(published or {})
     trials = table.shape[1]
+    ticks = [f"trial {t + 1}" for t in range(trials)] if trial_labels is None else [str(t) for t in trial_labels]
+    if len(ticks) != trials:
+        raise ValueError(f"{len(ticks)} trial_labels for {trials} trials.")
     colors = dict(zip(names, class_colors(max(len(names), 1))))
     panel = 1.4 + max(2.6, 0.28 * (trials + 1) * max(len(names), 1))
     fig = Figure(figsize=(2 * panel + 2.6, 4.2), layout="constrained")
@@ -459,7 +517,7 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
     width = 0.8 / max(len(names), 1)
     x = np.arange(trials + 1)  # the trials, then their mean
     for j, (ax, metric) in enumerate(zip(axes, ("closed-set accuracy", "AUROC"))):
-        pub_values = []
+        pub_values, pub_labels = [], []
         for i, name in enumerate(names):
             values = table[i, :, j]
             bars = np.append(values, np.nanmean(values) if np.isfinite(values).any() else np.nan)
@@ -469,21 +527,93 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
             pub = published[name][j] if name in published else None
             if pub is not None and np.isfinite(pub):
                 pub_values.append(100 * pub)
+                pub_labels.append((100 * pub, colors[name]))
                 ax.axhline(100 * pub, color=colors[name], ls="--", lw=1.6)
-                ax.annotate(f"{100 * pub:.1f}", (1.0, 100 * pub), xycoords=("axes fraction", "data"),
-                            xytext=(3, 0), textcoords="offset points", va="center", fontsize="small",
-                            color=colors[name], annotation_clip=False)
         lo, hi = _ylim_for(table[:, :, j], pub_values)
         ax.set_ylim(lo, hi)
-        ax.set_xticks(x, labels=[f"trial {t + 1}" for t in range(trials)] + ["mean"])
+        _value_labels(ax, pub_labels, min_gap=0.055 * (hi - lo))
+        ax.set_xticks(x, labels=ticks + ["mean"])
         ax.set(title=metric, xlabel="trial (last group: mean over trials)", ylabel=f"{metric} (%)")
         ax.grid(axis="y", alpha=0.3)
-        _rotate_if_crowded(ax, [f"trial {trials}"], (panel - 1.4) / (trials + 1))
+        _rotate_if_crowded(ax, ticks, (panel - 1.4) / (trials + 1))
     handles, labels = axes[0].get_legend_handles_labels()
     if any(name in published for name in names):
         handles.append(Line2D([], [], color="k", ls="--", lw=1.6))
         labels.append("published value\n(method's colour)")
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def training_curves(histories: Mapping[str, Sequence[Mapping]], *, best_epochs: Mapping[str, int] | None = None,
+                    anchor_loss_of: Sequence[str] | None = None,
+                    title: str = "Training curves") -> Figure:
+    """Per-epoch training history of one or more jobs: loss, validation accuracy, validation anchor loss.
+
+    Args:
+        histories: ``{job: [epoch record, ...]}`` as written to ``history.json`` by
+            :func:`classanchor.train.train`; each record has ``epoch``, ``train_loss``, ``val_loss``,
+            ``val_accuracy``, ``val_anchor_loss`` and ``stage`` (missing keys are skipped).
+        best_epochs: ``{job: epoch}`` of the kept checkpoint, marked with a ring on every curve.
+        anchor_loss_of: the jobs whose validation anchor loss (mean distance ``d_y`` to the training
+            anchors, the CAC checkpoint rule) is drawn; default all. Cross-entropy does not train towards
+            the anchors, so its anchor loss says little.
+    Panels: (1) training loss (solid) and validation loss (dashed); (2) validation accuracy (%);
+    (3) validation anchor loss. A dotted vertical line marks where a new training stage starts.
+    """
+    names = list(histories)
+    if not names:
+        raise ValueError("training_curves needs at least one history.")
+    colors = dict(zip(names, class_colors(len(names))))
+    anchor_jobs = names if anchor_loss_of is None else [n for n in names if n in set(anchor_loss_of)]
+    panels = [("loss", "loss per sample"), ("val_accuracy", "validation accuracy (%)")]
+    if anchor_jobs:
+        panels.append(("val_anchor_loss", "validation anchor loss (mean $d_y$)"))
+    fig = Figure(figsize=(3.6 * len(panels) + 1.6, 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    best_epochs = dict(best_epochs or {})
+
+    def column(records, key):
+        return np.array([r.get(key, np.nan) for r in records], dtype=np.float64)
+
+    stage_starts: set[int] = set()
+    for name in names:
+        records = list(histories[name])
+        if not records:
+            continue
+        epochs = column(records, "epoch")
+        stages = column(records, "stage")
+        stage_starts.update(int(e) for e, a, b in zip(epochs[1:], stages[:-1], stages[1:]) if a != b)
+        best = best_epochs.get(name)
+        for ax, (key, _) in zip(axes, panels):
+            series = [("train_loss", "-"), ("val_loss", "--")] if key == "loss" else [(key, "-")]
+            if key == "val_anchor_loss" and name not in anchor_jobs:
+                continue
+            for field, style in series:
+                values = column(records, field) * (100 if field == "val_accuracy" else 1)
+                if not np.isfinite(values).any():
+                    continue
+                ax.plot(epochs, values, ls=style, color=colors[name], marker="o", markersize=3, lw=1.6)
+                if best is not None and best in epochs:
+                    at = int(np.flatnonzero(epochs == best)[0])
+                    ax.plot(epochs[at], values[at], marker="o", markersize=11, markerfacecolor="none",
+                            markeredgecolor=colors[name], markeredgewidth=1.6, ls="")
+    for ax, (_, label) in zip(axes, panels):
+        for start in sorted(stage_starts):
+            ax.axvline(start - 0.5, color="0.5", ls=":", lw=1.2)
+        ax.set(xlabel="epoch", ylabel=label, title=label.split(" (")[0])
+        ax.ticklabel_format(axis="y", useOffset=False)  # plain values, no "+1e1" offset above the axis
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles = [Line2D([], [], color=colors[n], lw=2, label=_label(n)) for n in names]
+    handles += [Line2D([], [], color="k", ls="-", lw=1.6, label="training"),
+                Line2D([], [], color="k", ls="--", lw=1.6, label="validation")]
+    if best_epochs:
+        handles.append(Line2D([], [], marker="o", markersize=9, markerfacecolor="none", markeredgecolor="k",
+                              ls="", label="kept checkpoint"))
+    if stage_starts:
+        handles.append(Line2D([], [], color="0.5", ls=":", lw=1.2, label="new training stage"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle(title)
     return fig
 
@@ -607,6 +737,58 @@ def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = 
         else:
             ax.imshow(imgs[i], interpolation="nearest")
         ax.set_xlabel("\n".join(textwrap.wrap(captions[i], width)), fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str = "Test images",
+               cell_inches: float = 1.6) -> Figure:
+    """Several titled rows of captioned images in one figure (Fig. 5: one row per group of extremes).
+
+    Args:
+        rows: ``[(row title, images, captions), ...]``; images as for :func:`image_grid` (uint8
+            (N, H, W[, C])), one caption per image (line breaks in a caption are kept). Rows may hold different numbers of images (an
+            empty row is drawn as its title with "no images"); the grid is as wide as the longest row.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("image_rows needs at least one row.")
+    prepared = []
+    for name, images, captions in rows:
+        imgs = to_numpy(images)
+        if imgs.ndim == 4 and imgs.shape[-1] == 1:
+            imgs = imgs[..., 0]
+        if imgs.size and (imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4))):
+            raise ValueError(f"images of row {name!r} must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
+                             f"got {imgs.shape}.")
+        if len(captions) != len(imgs):
+            raise ValueError(f"row {name!r} has {len(imgs)} images but {len(captions)} captions.")
+        prepared.append((name, imgs, list(captions)))
+    ncols = max(1, max(len(imgs) for _, imgs, _ in prepared))
+    width = max(12, int(cell_inches * 11))
+
+    def wrap(caption: str) -> str:  # keeps the caption's own line breaks
+        return "\n".join(part for line in caption.splitlines() for part in (textwrap.wrap(line, width) or [""]))
+
+    lines = max((wrap(c).count("\n") + 1 for _, _, caps in prepared for c in caps), default=1)
+    row_height = cell_inches + 0.17 * lines + 0.45
+    fig = Figure(figsize=(cell_inches * ncols + 0.3, row_height * len(prepared) + 0.5), layout="constrained")
+    for sub, (name, imgs, captions) in zip(np.atleast_1d(fig.subfigures(len(prepared), 1)), prepared):
+        sub.suptitle(name, fontsize="medium", fontweight="bold")
+        axes = np.atleast_1d(sub.subplots(1, ncols, squeeze=False)).ravel()
+        for i, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i >= len(imgs):
+                ax.set_axis_off()
+                if i == 0:
+                    ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes)
+                continue
+            if imgs.ndim == 3:
+                ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(imgs[i], interpolation="nearest")
+            ax.set_xlabel(wrap(captions[i]), fontsize="small")
     fig.suptitle(title)
     return fig
 

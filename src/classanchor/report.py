@@ -1,0 +1,665 @@
+"""The report of a run folder: one self-contained HTML page with the config, the tables and every figure.
+
+``write_report(run_dir)`` reads what the benchmark (and the studies) wrote into a run folder (layout in
+:mod:`classanchor.benchmark`) and writes ``run_dir/report/``:
+
+* ``index.html``: the page; every figure is embedded as a base64 ``data:`` URI, so the page is one file
+  that can be mailed or archived on its own;
+* the same figures as PNG files beside it, and ``summary.json`` with the numbers they are drawn from
+  (thresholds, acceptance rates, confusion counts, the indices of the Fig. 5 images).
+
+Everything comes from the saved arrays (``logits.npz``, ``result.json``, ``history.json``); the network is
+not run again. Only Fig. 5 needs the test images, re-read from the ``data_root`` of ``config.json`` (or
+the ``data_root`` argument); without them that figure is skipped with a note. Every other missing
+optional file also skips its section with a one-line note on the page.
+
+Scores: the CAC family (``cac``, ``anchor``, ``tuplet`` jobs) uses the min rejection score with anchors
+re-fitted on the training logits (Algorithm 1, Eq. 11); cross-entropy uses the negative max softmax
+probability. Thresholds accept ``ACCEPT_RATE`` = 95% of the known validation images
+(:func:`classanchor.metrics.calibrate_threshold`); a sample is accepted as known when ``score < threshold``.
+
+Example::
+
+    from classanchor.report import write_report
+    page = write_report("runs/mnist")        # runs/mnist/report/index.html
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import plots
+from .evaluate import Logits
+from .io import read_json, write_json, write_text
+
+__all__ = ["ACCEPT_RATE", "JobScores", "confusion_at_threshold", "job_scores", "markdown_to_html", "write_report"]
+
+#: Share of known validation images the calibrated threshold accepts.
+ACCEPT_RATE = 0.95
+#: Images per row of Fig. 5.
+N_EXTREMES = 6
+#: Constructor arguments of detectors given by name (as the benchmark's evaluation: a class without a
+#: correctly classified training sample gets the mean of all its samples).
+DETECTOR_KWARGS = {"cac": {"empty_class": "all_samples"}, "class_mean": {"empty_class": "all_samples"}}
+SCORE_NAMES = {"cac": "min rejection score (Eq. 11)", "msp": "negative max softmax probability",
+               "max_logit": "negative max logit", "energy": "negative energy",
+               "openmax": "OpenMax unknown probability", "class_mean": "distance to the nearest class mean"}
+_TRIAL_DIR = re.compile(r"^trial(\d+)$")
+_BENCHMARK_FILES = {"config.json", "results.json", "table.md"}
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
+@dataclass
+class JobScores:
+    """Open-set decisions of one job on its test set, from its saved logits.
+
+    Attributes:
+        detector: registry name of the score (``cac`` or ``msp``).
+        predictions, scores: (N_te,) closed-set prediction and open-set score (higher = more unknown).
+        is_unknown: (N_te,) bool, test label -1.
+        threshold: accepts ``ACCEPT_RATE`` of the validation knowns; None without validation logits.
+        val_acceptance: share of validation knowns with ``score < threshold`` (None without them).
+        means: (K, K) re-fitted anchors (CAC family) or class means of the correctly classified training
+            logits (cross-entropy), for the logit-space plot.
+    """
+
+    detector: str
+    predictions: np.ndarray
+    scores: np.ndarray
+    is_unknown: np.ndarray
+    threshold: float | None
+    val_acceptance: float | None
+    means: np.ndarray
+
+
+def job_scores(logits: Logits, method: str, accept_rate: float = ACCEPT_RATE) -> JobScores:
+    """Predictions, scores and the calibrated threshold of one job (Algorithm 1 on the saved logits)."""
+    from .detectors import make_detector
+    from .heads import fit_anchors
+    from .metrics import calibrate_threshold
+
+    name = "msp" if method == "ce" else "cac"
+    detector = make_detector(name, **DETECTOR_KWARGS.get(name, {})).fit(logits.train, logits.train_labels)
+    predictions, scores = detector.decide(logits.test)
+    k = logits.train.shape[1]
+    means = detector.means_ if name == "cac" else fit_anchors(logits.train, logits.train_labels, k,
+                                                              empty_class="all_samples")
+    threshold = acceptance = None
+    if logits.val is not None and len(logits.val):
+        val_scores = detector.score(logits.val).numpy()
+        threshold = calibrate_threshold(val_scores, accept_rate)
+        acceptance = float((val_scores < threshold).mean())
+    return JobScores(name, predictions.numpy(), scores.numpy(), logits.is_unknown.numpy(), threshold, acceptance,
+                     means.numpy())
+
+
+def confusion_at_threshold(scores: JobScores, test_classes: np.ndarray, num_known: int) -> dict:
+    """Fig. 4 numbers: of each unknown class, how many test images were accepted and taken for which known class.
+
+    Returns ``{"unknown_classes": (U,) original ids ascending, "counts": (U, K), "accepted": (U,),
+    "total": (U,)}`` (numpy int64), at ``scores.threshold``.
+    """
+    classes = np.asarray(test_classes, dtype=np.int64)
+    ids, total = np.unique(classes[scores.is_unknown], return_counts=True)
+    # only unknowns are counted: a known image may share its original id with an unknown class when the
+    # two come from different datasets (CIFAR+10)
+    accepted = scores.is_unknown & (scores.scores < scores.threshold)
+    counts = plots.unknown_confusion_counts(scores.predictions, classes, accepted, ids, num_known)
+    return {"unknown_classes": ids, "counts": counts, "accepted": counts.sum(axis=1), "total": total.astype(np.int64)}
+
+
+# ---------------------------------------------------------------------------------------- run folder
+
+@dataclass
+class _Job:
+    trial: int
+    job: str
+    path: Path
+    result: dict
+
+    @property
+    def method(self) -> str:
+        return str(self.result.get("method", self.job.split("_")[0]))
+
+    @property
+    def is_default(self) -> bool:
+        """True for a method at the paper's hyperparameters (the job folder is the bare method name)."""
+        return self.job == self.method
+
+    def logits(self) -> Logits | None:
+        path = self.path / "logits.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as arrays:
+            return Logits.from_npz(arrays)
+
+    def history(self) -> list | None:
+        path = self.path / "history.json"
+        return read_json(path) if path.exists() else None
+
+
+def _find_jobs(run: Path) -> list[_Job]:
+    """Every finished job (``trial*/<job>/result.json``), ordered by trial, then cac, ce, others."""
+    order = {"cac": 0, "ce": 1, "anchor": 2, "tuplet": 3}
+    jobs = []
+    for trial_dir in run.iterdir():
+        match = _TRIAL_DIR.match(trial_dir.name)
+        if not (match and trial_dir.is_dir()):
+            continue
+        for job_dir in trial_dir.iterdir():
+            if (job_dir / "result.json").exists():
+                jobs.append(_Job(int(match.group(1)), job_dir.name, job_dir, read_json(job_dir / "result.json")))
+    return sorted(jobs, key=lambda j: (j.trial, order.get(j.job, 9), j.job))
+
+
+def _study_files(run: Path) -> list[Path]:
+    """What studies wrote: every ``.json`` / ``.md`` file at the top of the run folder except the benchmark's
+    own (``config.json``, ``results.json``, ``table.md``), and those in top-level folders named study*,
+    compare*, ablation* or sweep*."""
+    folders = re.compile(r"^(study|compare|ablation|sweep)", re.IGNORECASE)
+    found = []
+    for path in sorted(run.iterdir()):
+        if path.is_file() and path.suffix in (".json", ".md") and path.name not in _BENCHMARK_FILES:
+            found.append(path)
+        elif path.is_dir() and folders.match(path.name):
+            found.extend(p for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".md"))
+    return found
+
+
+def _study_pairs(study_files: list[Path]) -> dict[int, list[tuple[str, str]]]:
+    """The (job, detector) pairs each trial of a study evaluated: ``{trial: [(job, detector), ...]}``.
+
+    Read from the ``per_trial`` rows (``trial``, ``job``, ``detector``; rows with an ``error`` left out) of
+    every study output (``<name>.json`` of :mod:`classanchor.studies`); unreadable files are ignored.
+    """
+    pairs: dict[int, list[tuple[str, str]]] = {}
+    for path in study_files:
+        if path.suffix != ".json":
+            continue
+        try:
+            rows = json.loads(path.read_text()).get("per_trial", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and "error" not in row and {"trial", "job", "detector"} <= row.keys():
+                pair = (str(row["job"]), str(row["detector"]))
+                if pair not in pairs.setdefault(int(row["trial"]), []):
+                    pairs[int(row["trial"])].append(pair)
+    return pairs
+
+
+# -------------------------------------------------------------------------------------------- HTML
+
+class _Page:
+    """Collects the HTML of the page and the figures (saved as PNG beside it and embedded)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.parts: list[str] = []
+        self.figures: list[str] = []
+        self.toc: list[tuple[str, str]] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        anchor = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+        if level == 2:
+            self.toc.append((anchor, text))
+        self.parts.append(f'<h{level} id="{anchor}">{html.escape(text)}</h{level}>')
+
+    def text(self, text: str) -> None:
+        self.parts.append(f"<p>{html.escape(text)}</p>")
+
+    def note(self, text: str) -> None:
+        self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def raw(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def figure(self, name: str, fig, caption: str) -> Path:
+        path = plots.save_figure(fig, self.out / f"{name}.png")
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        self.figures.append(path.name)
+        self.parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}" '
+                          f'data-file="{html.escape(path.name)}">'
+                          f"<figcaption>{html.escape(caption)} <span class=\"file\">({html.escape(path.name)})"
+                          f"</span></figcaption></figure>")
+        return path
+
+    def render(self, title: str) -> str:
+        toc = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in self.toc)
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+                f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+                f"<nav><ul>{toc}</ul></nav>{''.join(self.parts)}</body></html>\n")
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+        "text-align:left}th{background:#f2f2f2}figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}"
+        "figcaption{font-size:.9em;color:#444}.file{color:#888}.note{color:#8a5a00;font-style:italic}"
+        "code{background:#f4f4f4;padding:0 .2em}nav ul{columns:2}")
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def markdown_to_html(text: str) -> str:
+    """The Markdown subset the tables use: headings, pipe tables, ``-`` lists, paragraphs, **bold**, `code`."""
+    out: list[str] = []
+    block: list[str] = []
+    kind = ""
+
+    def flush() -> None:
+        nonlocal kind
+        if kind == "p":
+            out.append(f"<p>{_inline(' '.join(block))}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block) + "</ul>")
+        elif kind == "table":
+            rows = [r for r in block if not re.fullmatch(r"\|?[\s:|-]+\|?", r)]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        block.clear()
+        kind = ""
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            flush()
+            level = min(len(stripped) - len(stripped.lstrip("#")) + 2, 6)  # below the page's own headings
+            out.append(f"<h{level}>{_inline(stripped.lstrip('#').strip())}</h{level}>")
+            continue
+        now = ("" if not stripped else "table" if stripped.startswith("|")
+               else "ul" if stripped.startswith(("- ", "* ")) else "p")
+        if now != kind:
+            flush()
+            kind = now
+        if now == "ul":
+            block.append(stripped[2:])
+        elif now:
+            block.append(stripped)
+    flush()
+    return "\n".join(out)
+
+
+def _kv_table(rows: list[tuple[str, object]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(_short(v))}</code></td></tr>"
+                   for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _short(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+def _config_section(page: _Page, record: dict | None) -> dict:
+    page.heading("Configuration")
+    if record is None:
+        page.note("config.json is missing: the configuration of this run is unknown.")
+        return {}
+    config = record.get("config", {})
+    page.raw(_kv_table(list(config.items())))
+    sessions = record.get("sessions", [])
+    page.raw(_kv_table([("classanchor version", record.get("classanchor_version")),
+                        ("git commit", record.get("git_commit") or "unknown (not a git checkout)"),
+                        ("torch version", record.get("torch_version")),
+                        ("sessions that wrote this folder", len(sessions))]))
+    return config
+
+
+def _results_section(page: _Page, run: Path, jobs: list[_Job], dataset: str) -> None:
+    from .benchmark import PUBLISHED
+
+    page.heading("Results")
+    if (run / "table.md").exists():
+        page.raw(markdown_to_html((run / "table.md").read_text()))
+        return
+    page.note("table.md is missing (the benchmark has not finished); the table below is built from the "
+              "finished jobs' result.json files.")
+    if not jobs:
+        page.note("No finished job (trial*/<job>/result.json) in this run folder yet.")
+        return
+    published = PUBLISHED.get(dataset, {})
+    rows = "".join(
+        f"<tr><td>{j.trial}</td><td>{html.escape(j.job)}</td><td>{j.result.get('accuracy', math.nan):.4f}</td>"
+        f"<td>{_fmt(published.get(j.job, (None, None))[0])}</td><td>{j.result.get('auroc', math.nan):.4f}</td>"
+        f"<td>{_fmt(published.get(j.job, (None, None))[1])}</td></tr>" for j in jobs)
+    page.raw("<table><thead><tr><th>trial</th><th>job</th><th>closed-set accuracy</th><th>published</th>"
+             f"<th>AUROC</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _names(job: _Job, key: str, count: int, fallback: str) -> list[str]:
+    names = job.result.get(key)
+    if isinstance(names, list) and len(names) == count:
+        return [str(n) for n in names]
+    return [f"{fallback} {i}" for i in range(count)]
+
+
+def _trial_images(config: dict, trial: int, labels: np.ndarray, data_root) -> tuple[np.ndarray | None, str]:
+    """The test images of ``trial`` in ``data.test()`` order, or None and why not."""
+    root = data_root or config.get("data_root")
+    dataset = config.get("dataset")
+    if not root or not dataset:
+        return None, "config.json names no dataset or data_root"
+    if not Path(root).exists():
+        return None, f"the data root {root} does not exist on this machine (pass data_root= to point elsewhere)"
+    from .data.readers import DataError
+    from .data.splits import build_trial, get_trial
+
+    try:
+        data = build_trial(get_trial(dataset, trial), root, seed=int(config.get("seed", 0)), progress=False)
+    except (DataError, ValueError, OSError) as err:
+        return None, f"the test images could not be read from {root}: {err}"
+    test = data.test()
+    if len(test) != len(labels) or not np.array_equal(test.labels, labels):
+        return None, (f"the test images read from {root} ({len(test)}) do not match the saved logits "
+                      f"({len(labels)}): the data changed since the run")
+    return test.images, ""
+
+
+def _extremes_rows(scores: JobScores, labels: np.ndarray, classes: np.ndarray, images: np.ndarray,
+                   known: list[str], unknown_name: dict[int, str]) -> tuple[list, dict]:
+    """The four rows of Fig. 5 and the indices (into the test set) they show."""
+    rows, indices = [], {}
+    for group, mask in (("unknown", scores.is_unknown), ("known", ~scores.is_unknown)):
+        where = np.flatnonzero(mask)
+        if where.size == 0:
+            continue
+        highest, lowest = plots.extremes(scores.scores[where], N_EXTREMES)
+        order = ((highest, "highest", "the most clearly unknown" if group == "unknown" else
+                  "the knowns that look most unknown"),
+                 (lowest, "lowest", "the unknowns that look most like a known class" if group == "unknown" else
+                  "the most typical knowns"))
+        if group == "known":
+            order = order[::-1]
+        for picks, which, meaning in order:
+            chosen = where[picks]
+            indices[f"{group}_{which}"] = chosen.tolist()
+            captions = []
+            for i in chosen:
+                true = unknown_name.get(int(classes[i]), str(classes[i])) if labels[i] < 0 else known[labels[i]]
+                verdict = "" if scores.threshold is None else (
+                    ", rejected" if scores.scores[i] >= scores.threshold else ", accepted")
+                kind = " (unknown)" if labels[i] < 0 else ""
+                captions.append(f"true: {true}{kind}\npredicted: {known[scores.predictions[i]]}\n"
+                                f"score {scores.scores[i]:.3g}{verdict}")
+            title = f"{group.capitalize()} test images with the {which} scores: {meaning}"
+            rows.append((title, images[chosen], captions))
+    return rows, indices
+
+
+def _histogram_scale(scores: JobScores) -> tuple[np.ndarray, float | None, str, bool]:
+    """Scores as the histogram shows them: (values, threshold, axis name, log axis).
+
+    The CAC score spans decades, so it is drawn on a log axis when it is positive and spread out. The MSP
+    score ``-p`` of a trained network piles up at -1; it is drawn as ``1 - p`` on a log axis instead. The
+    shift by 1 is exact for float32 scores held in float64, and ``1 - p = 0`` (p rounded to 1 in float32) is
+    drawn at 2^-25, below the smallest non-zero value 2^-24, so which side of the threshold a sample falls
+    on is unchanged.
+    """
+    values = scores.scores.astype(np.float64)
+    if scores.detector == "msp":
+        floor = 2.0 ** -25
+        shown = np.maximum(values + 1.0, floor)
+        threshold = None if scores.threshold is None else scores.threshold + 1.0
+        name = f"1 - max softmax probability (0 drawn at {floor:.0e})"
+        return shown, threshold, name, bool(shown.max() > 100 * shown.min())
+    log_x = bool(values.min() > 0 and values.max() > 100 * values.min())
+    return values, scores.threshold, SCORE_NAMES[scores.detector], log_x
+
+
+def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, config: dict, data_root,
+                 images_cache: dict) -> dict:
+    """Histogram, logit space, confusion, training curves and Fig. 5 of one job; returns its summary."""
+    from .metrics import auroc, closed_set_accuracy
+
+    k = logits.train.shape[1]
+    labels, classes = logits.test_labels.numpy(), logits.test_classes.numpy()
+    known = _names(job, "known_names", k, "class")
+    unknown_ids = np.unique(classes[scores.is_unknown])
+    unknown_names = _names(job, "unknown_names", unknown_ids.size, "unknown class")
+    unknown_name = dict(zip(unknown_ids.tolist(), unknown_names))
+    label = plots._label(job.job)
+    prefix = f"trial{job.trial}_{job.job}"
+    summary = {"trial": job.trial, "job": job.job, "method": job.method, "score": scores.detector,
+               "accuracy": closed_set_accuracy(scores.predictions[~scores.is_unknown], labels[~scores.is_unknown]),
+               "auroc": auroc(scores.scores, scores.is_unknown), "threshold": scores.threshold,
+               "val_acceptance": scores.val_acceptance}
+    page.heading(f"{label} ({job.job})", 4)
+
+    known_s, unknown_s = scores.scores[~scores.is_unknown], scores.scores[scores.is_unknown]
+    if scores.threshold is not None:
+        summary["test_known_acceptance"] = float((known_s < scores.threshold).mean())
+        summary["unknown_rejection"] = float((unknown_s >= scores.threshold).mean()) if unknown_s.size else None
+    shown, threshold, name, log_x = _histogram_scale(scores)
+    page.figure(f"{prefix}_histogram", plots.score_histograms(
+        shown[~scores.is_unknown], shown[scores.is_unknown], threshold, score_name=name, log_x=log_x,
+        title=f"{label}, trial {job.trial}: open-set score of the test images"),
+        "Open-set score of the known and unknown test images; the dashed line is the threshold that accepts "
+        f"{100 * ACCEPT_RATE:.0f}% of the known validation images (share of test knowns it accepts in the legend)."
+        if scores.threshold is not None else "Open-set score of the known and unknown test images "
+        "(no validation logits saved, so no calibrated threshold).")
+
+    means_label = "re-fitted anchors" if scores.detector == "cac" else "class means (correct train logits)"
+    page.figure(f"{prefix}_logit_space", plots.logit_space(
+        logits.test[~logits.is_unknown], labels[~scores.is_unknown], scores.means, known,
+        logits.test[logits.is_unknown], anchor_label=means_label, max_points=2000,
+        title=f"{label}: logit space of the test images, trial {job.trial}"),
+        f"Logits of up to 2000 known test images (coloured by true class) and 2000 unknown ones (grey x), with the "
+        f"{means_label} as stars.")
+
+    if scores.threshold is None:
+        page.note("No validation logits in logits.npz: the unknown-to-known confusion needs the calibrated "
+                  "threshold and is skipped.")
+    elif unknown_ids.size:
+        conf = confusion_at_threshold(scores, classes, k)
+        summary["confusion"] = {"unknown_classes": conf["unknown_classes"], "unknown_names": unknown_names,
+                                "known_names": known, "counts": conf["counts"], "accepted": conf["accepted"],
+                                "total": conf["total"]}
+        rows = [f"{n} ({a}/{t} accepted)" for n, a, t in zip(unknown_names, conf["accepted"], conf["total"])]
+        page.figure(f"{prefix}_confusion", plots.unknown_confusion(
+            plots.row_normalise(conf["counts"]), rows, known,
+            title=f"{label}, trial {job.trial}: which known class took the accepted unknowns?"),
+            "Each row: the unknown test images of one class that were accepted as known at the calibrated "
+            "threshold; the cells give the share of them predicted as each known class (the paper's Fig. 4).")
+
+    history = job.history()
+    if history:
+        best = job.result.get("best_epoch")
+        page.figure(f"{prefix}_training", plots.training_curves(
+            {job.job: history}, best_epochs={job.job: best} if best else None,
+            anchor_loss_of=[job.job] if job.method != "ce" else [],
+            title=f"{label}: training, trial {job.trial}"),
+            "Loss, validation accuracy and (CAC family) validation anchor loss per epoch; the ring marks the "
+            "kept checkpoint.")
+    else:
+        page.note("history.json is missing: no training curves.")
+
+    if job.trial not in images_cache:
+        images_cache[job.trial] = _trial_images(config, job.trial, labels, data_root)
+    images, why = images_cache[job.trial]
+    if images is None:
+        page.note(f"Fig. 5 (test images with extreme scores) is skipped: {why}.")
+    else:
+        rows, summary["extremes"] = _extremes_rows(scores, labels, classes, images, known, unknown_name)
+        page.figure(f"{prefix}_extremes", plots.image_rows(
+            rows, title=f"{label}, trial {job.trial}: test images with the highest and lowest "
+                        f"{SCORE_NAMES[scores.detector]}"),
+            "The test images the score is most and least sure about, with the true class, the predicted "
+            "class and the score (the paper's Fig. 5).")
+    return summary
+
+
+def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data_root, images_cache: dict,
+                   studied: list[tuple[str, str]]) -> tuple[list[dict], list[str]]:
+    """ROC of every score of the trial, then each default job's figures; returns the summaries and ROC names.
+
+    ``studied``: (job, detector) pairs a study evaluated on this trial; those beyond each job's own score
+    are added to the ROC (computed here from the job's logits).
+    """
+    from .detectors import make_detector
+
+    others = [j.job for j in jobs if not j.is_default]
+    if others:
+        page.note(f"{len(others)} jobs with other hyperparameters ({', '.join(others[:6])}"
+                  f"{', ...' if len(others) > 6 else ''}) appear in the study figures only.")
+    curves, summaries, loaded = {}, [], []
+    for job in (j for j in jobs if j.is_default):
+        logits = job.logits()
+        if logits is None:
+            page.note(f"{job.job}: logits.npz is missing, so its plots are skipped.")
+            continue
+        scores = job_scores(logits, job.method)
+        loaded.append((job, logits, scores))
+        if not (scores.is_unknown.any() and not scores.is_unknown.all()):
+            page.note(f"{job.job}: the test set lacks known or unknown images, so there is no ROC curve.")
+            continue
+        curves[f"{job.job}: {SCORE_NAMES[scores.detector]}"] = (scores.scores, scores.is_unknown)
+        for name in (d for j, d in studied if j == job.job and d != scores.detector and d in SCORE_NAMES):
+            detector = make_detector(name, **DETECTOR_KWARGS.get(name, {})).fit(logits.train, logits.train_labels)
+            curves[f"{job.job}: {SCORE_NAMES[name]}"] = (detector.score(logits.test).numpy(), scores.is_unknown)
+    if curves:
+        extra = len(curves) > len(loaded)
+        page.figure(f"trial{trial}_roc", plots.roc_curves(curves, title=f"ROC of each open-set score, trial {trial}",
+                                                             log_fpr=True),
+                    "Unknown test images are the positive class; one curve per network (job) and open-set score"
+                    + (", including the post-hoc scores a study evaluated" if extra else "")
+                    + ". Right: the same curves with the false positive rate on a log axis, where curves close "
+                      "to the top-left corner separate.")
+    for job, logits, scores in loaded:
+        summaries.append(_job_figures(page, job, logits, scores, config, data_root, images_cache))
+    return summaries, list(curves)
+
+
+def _trial_bars_section(page: _Page, jobs: list[_Job], dataset: str) -> None:
+    from .benchmark import PUBLISHED
+
+    default = [j for j in jobs if j.is_default]
+    trials = sorted({j.trial for j in default})
+    if not default:
+        return
+    page.heading("Accuracy and AUROC per trial")
+    names = list(dict.fromkeys(j.job for j in default))
+    per_trial = {n: [next(((j.result["accuracy"], j.result["auroc"]) for j in default
+                           if j.job == n and j.trial == t), (math.nan, math.nan)) for t in trials] for n in names}
+    published = {n: v for n, v in PUBLISHED.get(dataset, {}).items() if n in names}
+    page.figure("trial_bars", plots.trial_bars(per_trial, published, trial_labels=[f"trial {t}" for t in trials],
+                                               title=f"{dataset}: closed-set accuracy and AUROC per trial"),
+                "Measured values per trial and their mean; dashed lines: the paper's published values "
+                "(Tables 2 and 3)." if published else "Measured values per trial and their mean (no published "
+                "values for this dataset).")
+
+
+def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list[Path]) -> None:
+    page.heading("Studies")
+    sweep = [j for j in jobs if j.method == "cac" and "anchor_magnitude" in j.result and "anchor_weight" in j.result]
+    pairs = sorted({(float(j.result["anchor_magnitude"]), float(j.result["anchor_weight"])) for j in sweep})
+    if len(pairs) > 1:
+        mags = sorted({m for m, _ in pairs})
+        wts = sorted({w for _, w in pairs})
+        acc, roc = np.full((len(mags), len(wts)), np.nan), np.full((len(mags), len(wts)), np.nan)
+        for i, m in enumerate(mags):
+            for c, w in enumerate(wts):
+                cell = [j.result for j in sweep if (j.result["anchor_magnitude"], j.result["anchor_weight"]) == (m, w)]
+                if cell:
+                    acc[i, c] = np.mean([r["accuracy"] for r in cell])
+                    roc[i, c] = np.mean([r["auroc"] for r in cell])
+        page.figure("sweep_heatmaps", plots.hyperparameter_heatmaps(mags, wts, acc, roc),
+                    "CAC's accuracy and AUROC (mean over the trials run) over anchor magnitude x anchor weight "
+                    "(the paper's Fig. 2); n/a = not run.")
+    else:
+        page.note("No hyperparameter sweep in this run folder (CAC jobs with more than one anchor magnitude "
+                  "or weight): Fig. 2 is skipped.")
+    variants = [v for v in ("cac", "anchor", "tuplet") if any(j.job == v for j in jobs)]
+    if len(variants) > 1:
+        results = {v: [(j.result["accuracy"], j.result["auroc"]) for j in jobs if j.job == v] for v in variants}
+        page.figure("ablation_bars", plots.ablation_bars(results),
+                    "CAC against its anchor term alone and its tuplet term alone: mean and standard deviation "
+                    "over trials, dots = single trials (the paper's Fig. 3).")
+    else:
+        page.note("No ablation in this run folder (anchor-only or tuplet-only jobs): Fig. 3 is skipped.")
+    for path in study_files:
+        if path.suffix == ".md":
+            page.heading(f"{path.relative_to(run)}", 3)
+            page.raw(markdown_to_html(path.read_text()))
+    listed = [str(p.relative_to(run)) for p in study_files if p.suffix == ".json"]
+    if listed:
+        page.text("Study result files: " + ", ".join(listed) + ".")
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+def _remove_old_figures(out: Path) -> None:
+    """Delete the PNGs an earlier report listed in ``out/summary.json`` (they may not apply any more);
+    nothing else in ``out`` is touched."""
+    try:
+        names = read_json(out / "summary.json").get("figures", []) if (out / "summary.json").exists() else []
+    except ValueError:
+        return
+    for name in names:
+        if isinstance(name, str) and Path(name).name == name and name.endswith(".png"):
+            (out / name).unlink(missing_ok=True)
+
+
+def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
+    """Write the HTML report of a run folder and the PNGs beside it; returns the path of ``index.html``.
+
+    Args:
+        run_dir: a folder written by ``classanchor benchmark`` (or the studies).
+        out_dir: where to write (default ``run_dir/report``).
+        data_root: where to read the test images for Fig. 5 (default: ``data_root`` of ``config.json``).
+    Raises FileNotFoundError when ``run_dir`` is not a folder; anything else missing only skips its section.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run} is not a run folder; pass the --out folder of a benchmark run.")
+    out = Path(out_dir) if out_dir is not None else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_old_figures(out)
+    record = read_json(run / "config.json") if (run / "config.json").exists() else None
+    jobs = _find_jobs(run)
+    dataset = (record or {}).get("config", {}).get("dataset") or (jobs[0].result.get("dataset") if jobs else "")
+    page = _Page(out)
+    page.text(f"Run folder {run.resolve()}; dataset {dataset or 'unknown'}; report written "
+              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the saved logits (the network was not run "
+              "again).")
+    config = _config_section(page, record)
+    _results_section(page, run, jobs, dataset)
+    study_files = _study_files(run)
+    studied = _study_pairs(study_files)
+    _trial_bars_section(page, jobs, dataset)
+    summaries: list[dict] = []
+    roc: dict[str, list[str]] = {}
+    images_cache: dict = {}
+    with torch.inference_mode():
+        for trial in sorted({j.trial for j in jobs}):
+            page.heading(f"Trial {trial}")
+            done, roc[str(trial)] = _trial_section(page, trial, [j for j in jobs if j.trial == trial], config,
+                                                   data_root, images_cache, studied.get(trial, []))
+            summaries += done
+    if not jobs:
+        page.note("No finished job in this run folder: no per-trial figures.")
+    _studies_section(page, run, jobs, study_files)
+    write_json(out / "summary.json", {"accept_rate": ACCEPT_RATE, "figures": page.figures, "roc_curves": roc,
+                                      "jobs": summaries})
+    return write_text(out / "index.html", page.render(f"classanchor report: {dataset or run.name}"))
