@@ -399,7 +399,7 @@ def _extremes_rows(scores: JobScores, labels: np.ndarray, classes: np.ndarray, i
             for i in chosen:
                 true = unknown_name.get(int(classes[i]), str(classes[i])) if labels[i] < 0 else known[labels[i]]
                 verdict = "" if scores.threshold is None else (
-                    ", rejected" if scores.scores[i] >= scores.threshold else ", accepted")
+                    "\nrejected" if scores.scores[i] >= scores.threshold else "\naccepted")
                 kind = " (unknown)" if labels[i] < 0 else ""
                 captions.append(f"true: {true}{kind}\npredicted: {known[scores.predictions[i]]}\n"
                                 f"score {scores.scores[i]:.3g}{verdict}")
