@@ -9,21 +9,43 @@ again with the same arguments continues from its last completed epoch and ends b
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
 
 from .io import save_torch
-from .methods import Method
+from .methods import BatchLoss, Method
 from .network import CACNet
 
-__all__ = ["Stage", "TrainConfig", "TrainResult", "NonFiniteLossError", "train", "autocast_for"]
+__all__ = [
+    "NonFiniteLossError",
+    "Stage",
+    "TrainConfig",
+    "TrainResult",
+    "autocast_for",
+    "bf16_is_fast",
+    "prepare_network",
+    "to_memory_format",
+    "train",
+    "train_step",
+    "use_channels_last",
+]
+
+#: Device types on which channels-last (NHWC) convolutions are the default. Measured with
+#: ``benchmarks/speed.py`` (docs/speed.md): on the 2-core Xeon CPU NHWC trains classifier32 1.1-1.2x and
+#: evaluates 1.2-1.3x faster than NCHW in float32, and 1.0-1.6x faster in bf16; on CUDA it is the usual advice.
+CHANNELS_LAST_DEVICES: frozenset[str] = frozenset({"cuda", "cpu"})
+#: bfloat16 autocast on CPUs with AMX units (see :func:`bf16_is_fast`). docs/speed.md: on an AMX Xeon it trains
+#: classifier32 2.6-3.3x and evaluates it 2.2-2.7x faster than float32 (both NHWC); evaluating a trained MNIST
+#: model in bf16 changed its AUROC by 3e-5 and its accuracy not at all.
+CPU_BF16_AUTOCAST = True
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,9 +81,12 @@ class TrainConfig:
         weight_decay: L2 penalty of SGD (paper Table 4 / reference code: 5e-6 for MNIST, SVHN, CIFAR10).
         momentum, nesterov: SGD momentum (0.9 in the reference code).
         restart_from_best: start each stage after the first from the previous stage's best checkpoint.
-        amp: bfloat16 autocast on CUDA (ignored on CPU, where it is slower).
-        compile: wrap the network in ``torch.compile``; falls back to eager with a warning if it fails.
-        channels_last: NHWC memory format for 4-d inputs (faster convolutions on CPU and GPU).
+        amp: bfloat16 autocast where it is faster (:func:`bf16_is_fast`: CUDA, and CPUs with AMX units);
+            float32 elsewhere. ``False``: float32 everywhere.
+        compile: wrap the network in ``torch.compile``; falls back to eager with a warning if it fails
+            (no C++ compiler, unsupported platform, ...).
+        channels_last: NHWC memory format for the network and 4-d inputs; ``None`` (default) picks the
+            faster format per device (:func:`use_channels_last`: on for CUDA and CPU, as measured).
         check_every: steps between checks that the loss is finite (each check is one host sync).
     """
 
@@ -72,7 +97,7 @@ class TrainConfig:
     restart_from_best: bool = True
     amp: bool = True
     compile: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None
     check_every: int = 25
 
     @property
@@ -90,11 +115,49 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def autocast_for(device: torch.device, amp: bool):
-    """bfloat16 autocast on CUDA when ``amp``; a no-op context elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+@functools.cache
+def _cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX tile units (bf16 matrix multiply in hardware: Intel Xeon 4th gen and later)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x; absent = unknown = no
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # noqa: BLE001 - a failing probe means: do not rely on AMX
+        return False
+
+
+def bf16_is_fast(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast speeds training up on ``device``: CUDA, and CPUs with AMX bf16 units when
+    ``CPU_BF16_AUTOCAST`` (measured in docs/speed.md); elsewhere float32 is as fast or faster."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and CPU_BF16_AUTOCAST and _cpu_has_amx_bf16()
+
+
+def autocast_for(device: torch.device | str, amp: bool):
+    """bfloat16 autocast when ``amp`` and :func:`bf16_is_fast` on ``device``; a no-op context elsewhere."""
+    device = torch.device(device)
+    if amp and bf16_is_fast(device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def use_channels_last(channels_last: bool | None, device: torch.device | str) -> bool:
+    """Resolve ``TrainConfig.channels_last``: an explicit bool wins; ``None`` means on for the device types in
+    ``CHANNELS_LAST_DEVICES`` (CUDA and CPU, measured in docs/speed.md), off elsewhere (e.g. MPS)."""
+    if channels_last is not None:
+        return bool(channels_last)
+    return torch.device(device).type in CHANNELS_LAST_DEVICES
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A 4-d batch in NHWC (``channels_last``) or plain contiguous NCHW memory; other ranks unchanged.
+
+    Copies only when the layout differs, so a loader that already yields the right format costs nothing.
+    """
+    if x.ndim != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _is_better(value: float, best: float, mode: str) -> bool:
@@ -116,18 +179,63 @@ def _make_optimizer(net: torch.nn.Module, stage: Stage, config: TrainConfig, ste
 
 
 def _compiled_or_eager(net: CACNet, sample: torch.Tensor, enabled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``torch.compile(net)`` if it works on ``sample``, else the eager network (with a warning)."""
+    """``torch.compile(net)`` if a forward and backward pass works on ``sample``, else the eager network.
+
+    The trial pass is undone: weights, BatchNorm statistics, gradients and the CPU RNG state are restored, so
+    enabling ``compile`` changes nothing but speed. Any failure (no C++ compiler, unsupported backend or
+    Python version, ...) warns once and returns the eager network.
+    """
     if not enabled:
         return net
+    saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    was_training = net.training
     try:
-        compiled = torch.compile(net)
+        compiled = torch.compile(net, dynamic=True)  # one graph for every batch size (train, eval, last)
+        net.train()
+        compiled(sample[:2]).float().sum().backward()  # compiles the training graph (forward + backward)
+        net.eval()
         with torch.no_grad():
-            compiled(sample)
+            compiled(sample)  # and the evaluation graph
         return compiled
     except Exception as err:  # noqa: BLE001 - any backend failure means: run eager
         warnings.warn(f"torch.compile is not usable here ({type(err).__name__}: {err}); training eagerly.",
-                      stacklevel=2)
+                      stacklevel=3)
         return net
+    finally:
+        net.load_state_dict(saved)
+        net.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
+        net.train(was_training)
+
+
+def prepare_network(net: CACNet, config: TrainConfig, device: torch.device | str,
+                    sample: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Move ``net`` to ``device`` in the configured memory format; returns the forward function to call
+    (``torch.compile(net)`` when ``config.compile`` and it works on ``sample``, else ``net`` itself)."""
+    device = torch.device(device)
+    net.to(device)
+    channels_last = use_channels_last(config.channels_last, device)
+    net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return _compiled_or_eager(net, to_memory_format(sample, channels_last), config.compile)
+
+
+def train_step(net: CACNet, forward: Callable[[torch.Tensor], torch.Tensor], method: Method,
+               optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, device: torch.device,
+               amp: bool, channels_last: bool, scheduler=None) -> BatchLoss:
+    """One optimisation step on a batch x (B, C, H, W), y (B,) already on ``device``; returns the
+    :class:`~classanchor.methods.BatchLoss` (tensors on the device: no host sync here)."""
+    x = to_memory_format(x, channels_last)
+    with autocast_for(device, amp):
+        logits = forward(x)
+    logits = logits.float()
+    batch = method.batch_loss(logits, net.head(logits), y)
+    optimizer.zero_grad(set_to_none=True)
+    batch.loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return batch
 
 
 @torch.inference_mode()
@@ -138,7 +246,7 @@ def validate(net: CACNet, forward, method: Method, loader: Iterable, device: tor
     loss_sum = anchor_sum = correct = torch.zeros((), device=device)
     count = 0
     for x, y in loader:
-        x = _to_format(x, channels_last)
+        x = to_memory_format(x, channels_last)
         with autocast_for(device, amp):
             logits = forward(x)
         logits = logits.float()
@@ -147,10 +255,6 @@ def validate(net: CACNet, forward, method: Method, loader: Iterable, device: tor
         count += y.shape[0]
     return {"val_loss": float(loss_sum) / count, "val_anchor_loss": float(anchor_sum) / count,
             "val_accuracy": float(correct) / count}
-
-
-def _to_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
 def _loader_state(loader) -> dict | None:
@@ -168,6 +272,7 @@ def train(
     state_path: str | Path | None = None,
     progress: bool = True,
     description: str = "",
+    on_epoch_end: Callable[[CACNet, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``net`` with ``method``; on return ``net`` holds the kept (best-validation) weights.
 
@@ -180,13 +285,14 @@ def train(
         config: stages and optimizer settings.
         state_path: file for the resumable state; if it exists, training continues from it.
         progress: show a progress bar (images/s and ETA) per stage.
+        on_epoch_end: called as ``on_epoch_end(net, record)`` after each epoch's validation, with the weights
+            of that epoch and its history record (e.g. to save a snapshot per epoch; must not change ``net``).
     """
     import time
 
     device = torch.device(device)
     net.to(device)
-    if config.channels_last:
-        net.to(memory_format=torch.channels_last)
+    channels_last = use_channels_last(config.channels_last, device)
     state_path = Path(state_path) if state_path is not None else None
     state = torch.load(state_path, map_location=device, weights_only=False) if state_path and state_path.exists() else None
     result = TrainResult()
@@ -207,8 +313,7 @@ def train(
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batch (fewer images than one batch with drop_last?); "
                          "add training images or lower the batch size.")
-    sample = _to_format(next(iter(val_loader))[0], config.channels_last)
-    forward = _compiled_or_eager(net, sample, config.compile)
+    forward = prepare_network(net, config, device, next(iter(val_loader))[0])
 
     for stage_index in range(start_stage, len(config.stages)):
         stage = config.stages[stage_index]
@@ -231,16 +336,9 @@ def train(
             seen = 0
             epoch_start = time.perf_counter()
             for step, (x, y) in enumerate(train_loader):
-                x = _to_format(x, config.channels_last)
-                with autocast_for(device, config.amp):
-                    logits = forward(x)
-                logits = logits.float()
-                batch = method.batch_loss(logits, net.head(logits), y)
-                optimizer.zero_grad(set_to_none=True)
-                batch.loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (a Python float: no sync)
+                batch = train_step(net, forward, method, optimizer, x, y, device=device, amp=config.amp,
+                                   channels_last=channels_last, scheduler=scheduler)
                 loss_sum, correct = loss_sum + batch.loss_sum, correct + batch.correct
                 seen += y.shape[0]
                 bar.update(1)
@@ -257,10 +355,10 @@ def train(
                 )
             train_seconds = time.perf_counter() - epoch_start
             record = {"stage": stage_index + 1, "epoch": len(result.history) + 1,
-                      "lr": optimizer.param_groups[0]["lr"],
+                      "lr": lr,  # of the epoch's last step
                       "train_loss": float(loss_sum) / seen, "train_accuracy": float(correct) / seen,
                       "train_images_per_s": seen / max(train_seconds, 1e-9)}
-            record.update(validate(net, forward, method, val_loader, device, config.amp, config.channels_last))
+            record.update(validate(net, forward, method, val_loader, device, config.amp, channels_last))
             metric = record[method.checkpoint_metric]
             if _is_better(metric, best_metric, method.checkpoint_mode):
                 best_metric, best_state = metric, copy.deepcopy(net.state_dict())
@@ -268,6 +366,8 @@ def train(
             record["seconds"] = time.perf_counter() - clock
             result.history.append(record)
             result.seconds = record["seconds"]
+            if on_epoch_end is not None:
+                on_epoch_end(net, record)
             bar.set_postfix(epoch=f"{epoch + 1}/{stage.epochs}", loss=f"{record['train_loss']:.3f}",
                             val_acc=f"{record['val_accuracy']:.4f}", img_s=f"{record['train_images_per_s']:.0f}")
             if state_path is not None:
