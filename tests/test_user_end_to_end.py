@@ -10,7 +10,6 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from classanchor.cli import main
 from classanchor.metrics import calibrate_threshold
@@ -22,9 +21,16 @@ KNOWN = ("red", "green", "stripes")
 SPLIT = {"val_fraction": 0.25, "test_fraction": 0.25}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("user")
+def test_train_save_load_in_a_fresh_process_predict_and_evaluate(tmp_path, capsys):
+    """One training (a few seconds), then every check on it: one test so that parallel workers train once."""
+    trained = _train(tmp_path)
+    _check_run_folder_metrics_and_saved_model(trained)
+    _check_threshold_accepts_the_target_share_of_known_validation_images(trained)
+    _check_a_fresh_process_predicts_what_the_in_memory_model_predicts(trained)
+    _check_train_command_reuses_a_finished_run_and_evaluate_reports_per_class(trained, tmp_path, capsys)
+
+
+def _train(root):
     data = write_image_folder(root / "data", per_class=16)
     (data / "red" / "notes.txt").write_text("not an image")
     config = UserTrainConfig(data=str(data), out=str(root / "run"), known=KNOWN, unknown=("blue",), epochs=3,
@@ -33,7 +39,7 @@ def trained(tmp_path_factory):
     return SimpleNamespace(root=root, data=data, predictor=predictor, metrics=metrics)
 
 
-def test_run_folder_metrics_and_saved_model(trained):
+def _check_run_folder_metrics_and_saved_model(trained):
     root, predictor, metrics = trained.root, trained.predictor, trained.metrics
     run = root / "run"
     for name in ("config.json", "data.json", "history.json", "metrics.json", "state.pt", "model/model.json",
@@ -57,7 +63,7 @@ def test_run_folder_metrics_and_saved_model(trained):
     assert config_record["config"]["known"] == list(KNOWN) and config_record["classanchor_version"]
 
 
-def test_threshold_accepts_the_target_share_of_known_validation_images(trained):
+def _check_threshold_accepts_the_target_share_of_known_validation_images(trained):
     data, predictor, metrics = trained.data, trained.predictor, trained.metrics
     split = load_user_data(data, KNOWN, ["blue"], image_size=16, progress=False, **SPLIT)
     scores = predictor.predict(split.val.images).scores
@@ -68,7 +74,7 @@ def test_threshold_accepts_the_target_share_of_known_validation_images(trained):
     assert metrics["calibration"]["n_images"] == len(scores) == 12
 
 
-def test_a_fresh_process_predicts_what_the_in_memory_model_predicts(trained):
+def _check_a_fresh_process_predicts_what_the_in_memory_model_predicts(trained):
     root, data, predictor = trained.root, trained.data, trained.predictor
     done = subprocess.run([sys.executable, "-m", "classanchor.cli", "predict", str(root / "run" / "model"), str(data),
                            "--format", "json", "--device", "cpu", "--no-progress"],
@@ -86,7 +92,7 @@ def test_a_fresh_process_predicts_what_the_in_memory_model_predicts(trained):
     assert [s["path"] for s in fresh["skipped"]] == [str(data / "red" / "notes.txt")]
 
 
-def test_train_command_reuses_a_finished_run_and_evaluate_reports_per_class(trained, tmp_path, capsys):
+def _check_train_command_reuses_a_finished_run_and_evaluate_reports_per_class(trained, tmp_path, capsys):
     root, data, metrics = trained.root, trained.data, trained.metrics
     args = ["train", str(data), "--out", str(root / "run"), "--known", ",".join(KNOWN), "--unknown", "blue",
             "--epochs", "3", "--image-size", "16", "--batch-size", "8", "--device", "cpu",
@@ -97,7 +103,7 @@ def test_train_command_reuses_a_finished_run_and_evaluate_reports_per_class(trai
     assert main(args[:-1] + ["--epochs", "4", "--no-progress"]) == 2  # another config for the same folder
     assert "different config" in capsys.readouterr().err
 
-    target = tmp_path / "eval.json"
+    target = tmp_path / "eval" / "eval.json"
     assert main(["evaluate", str(root / "run" / "model"), str(data), "--unknown", "blue", "--output", str(target),
                  "--no-progress", "--device", "cpu"]) == 0
     report = json.loads(target.read_text())
