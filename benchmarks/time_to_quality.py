@@ -7,11 +7,14 @@ lengths (``--epochs-scale``) draw that recipe's curve: each point is what you ge
 with the schedule that ends there, not a snapshot of a longer run. The published full-length number is drawn
 as a reference at the full recipe's time extrapolated from the measured seconds per epoch (not measured).
 
+With ``--time-from RUN`` every point is placed at its epochs times the seconds per epoch measured in RUN
+instead (an epoch costs the same in every recipe), for runs made with different settings or under load.
+
 Example (the runs of docs/speed.md)::
 
     .venv/bin/python benchmarks/time_to_quality.py --dataset MNIST --job cac \\
-        --runs fast=runs/fast_mnist_e1,runs/fast_mnist_e2,runs/fast_mnist \\
-        --runs paper=runs/mnist_short --out docs/figures/time_to_quality_mnist.png
+        --runs fast=runs/fast_mnist_e1,runs/fast_mnist --runs paper=runs/mnist_short \\
+        --time-from runs/fast_mnist --out docs/figures/time_to_quality_mnist.png
 """
 
 from __future__ import annotations
@@ -62,44 +65,44 @@ def markdown_table(runs: dict[str, list[dict]]) -> str:
 
 
 def plot(dataset: str, job: str, runs: dict[str, list[dict]], budget_minutes: float | None,
-         rescale_to: str | None = None) -> Figure:
+         reference_spe: float | None = None, reference_name: str = "") -> Figure:
     """Two panels (AUROC, closed-set accuracy) against training minutes, log-scaled time axis.
 
-    ``rescale_to``: also draw every other recipe's points (hollow) at their epochs times the seconds per epoch
-    of the runs of recipe ``rescale_to`` (the epochs cost the same; use it when the runs were made with
-    different settings or under different load)."""
-    fig = Figure(figsize=(10, 5.0), layout="constrained")
+    Without ``reference_spe`` a point's time is its run's measured ``train_seconds``. With it, every point is
+    placed at ``epochs * reference_spe``: an epoch costs the same in every recipe (same network, data, batch,
+    augmentation), so this compares recipes at equal hardware settings when the runs themselves were made with
+    different settings (float32 vs bf16) or under different load. The published full-length value of the paper
+    recipe is drawn (star) at its epochs times the same seconds per epoch.
+    """
+    fig = Figure(figsize=(10, 5.2), layout="constrained")
     axes = fig.subplots(1, 2)
     published = PUBLISHED.get(dataset, {}).get(job)
     full_paper = get_recipe(dataset, "paper").total_epochs
+
+    def minutes(r: dict) -> float:
+        return (r["epochs"] * reference_spe if reference_spe else r["train_seconds"]) / 60
+
     for ax, key, label in ((axes[0], "auroc", "AUROC (open set)"), (axes[1], "accuracy", "closed-set accuracy")):
         for name, rows in runs.items():
-            rows = sorted(rows, key=lambda r: r["train_seconds"])
-            x = [r["train_seconds"] / 60 for r in rows]
-            y = [r[key] for r in rows]
+            rows = sorted(rows, key=minutes)
+            x, y = [minutes(r) for r in rows], [r[key] for r in rows]
             color = COLORS.get(name)
-            ax.plot(x, y, "o-", color=color, label=f"{name} recipe (runs of {', '.join(str(r['epochs']) for r in rows)}"
-                    " epochs)")
-            for r, xi, yi in zip(rows, x, y):
-                ax.annotate(f"{yi:.4f}", (xi, yi), textcoords="offset points", xytext=(4, -12), fontsize=8,
+            ax.plot(x, y, "o-", color=color,
+                    label=f"{name} recipe: complete runs of {', '.join(str(r['epochs']) for r in rows)} epochs")
+            for xi, yi in zip(x, y):
+                ax.annotate(f"{yi:.4f}", (xi, yi), textcoords="offset points", xytext=(5, -12), fontsize=8,
                             color=color)
-            if rescale_to and name != rescale_to and rescale_to in runs:
-                spe = seconds_per_epoch(runs[rescale_to])
-                ax.plot([r["epochs"] * spe / 60 for r in rows], y, "o--", color=color, markerfacecolor="white",
-                        label=f"{name} recipe at the {rescale_to} runs' {spe:.0f} s/epoch (estimate)")
-            if name == "paper" and published is not None:
-                value = published[0] if key == "accuracy" else published[1]
-                if value is not None:
-                    spe = seconds_per_epoch(runs.get(rescale_to, rows))
-                    minutes = spe * full_paper / 60
-                    ax.plot([minutes], [value], "*", color=color, markersize=12,
-                            label=f"paper recipe, {full_paper} epochs: published value at extrapolated time")
+        value = None if published is None else (published[0] if key == "accuracy" else published[1])
+        if value is not None:
+            spe = reference_spe or seconds_per_epoch(runs.get("paper", next(iter(runs.values()))))
+            ax.plot([spe * full_paper / 60], [value], "*", color=COLORS["paper"], markersize=13,
+                    label=f"paper recipe, {full_paper} epochs: published value (mean of 5 trials), time extrapolated")
+            ax.axhline(value, color="grey", linestyle="--", linewidth=0.8)
         if budget_minutes:
             ax.axvline(budget_minutes, color="grey", linestyle=":", label=f"{budget_minutes:g} min budget")
-        if published is not None and (published[1] if key == "auroc" else published[0]) is not None:
-            ax.axhline(published[1] if key == "auroc" else published[0], color="grey", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel("training wall time (minutes, log scale; 2-core CPU)")
+        ax.set_xlabel("training minutes (log scale), 2-core CPU" + (
+            f"\n= epochs x {reference_spe:.0f} s/epoch measured in {reference_name}" if reference_spe else ""))
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -117,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME=FOLDER[,FOLDER...]: benchmark run folders of one recipe (repeatable)")
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="vertical line (0: none)")
     parser.add_argument("--out", help="PNG to write")
-    parser.add_argument("--rescale-to", help="recipe NAME whose seconds per epoch re-time the other recipes "
-                        "(hollow markers; for runs made under different settings)")
+    parser.add_argument("--time-from", help="run FOLDER whose measured seconds per epoch place every point "
+                        "(epochs x that); default: each run's own measured training time")
     args = parser.parse_args(argv)
     runs: dict[str, list[dict]] = {}
     for spec in args.runs:
@@ -127,14 +130,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--runs expects NAME=FOLDER[,FOLDER...], got {spec!r}")
         runs[name] = [read_run(Path(f), args.job, args.trial) for f in folders.split(",") if f]
     print(markdown_table(runs))
-    for name, rows in runs.items():
-        if name == "paper":
-            spe = seconds_per_epoch(runs.get(args.rescale_to, rows))
-            total = get_recipe(args.dataset, "paper").total_epochs
-            print(f"\npaper recipe at full length ({total} epochs) at {spe:.0f} s/epoch: "
-                  f"{spe * total / 3600:.1f} h of training (extrapolated, not measured)")
+    reference_spe = None
+    if args.time_from:
+        reference_spe = seconds_per_epoch([read_run(Path(args.time_from), args.job, args.trial)])
+        print(f"\ntime axis: epochs x {reference_spe:.1f} s/epoch measured in {args.time_from}")
+    if "paper" in runs:
+        spe = reference_spe or seconds_per_epoch(runs["paper"])
+        total = get_recipe(args.dataset, "paper").total_epochs
+        print(f"\npaper recipe at full length ({total} epochs) at {spe:.0f} s/epoch: "
+              f"{spe * total / 3600:.1f} h of training (extrapolated, not measured)")
     if args.out:
-        fig = plot(args.dataset, args.job, runs, args.budget_minutes or None, args.rescale_to)
+        fig = plot(args.dataset, args.job, runs, args.budget_minutes or None, reference_spe, args.time_from or "")
         print(f"\nwrote {save_figure(fig, args.out)}")
     return 0 if all(not math.isnan(r["auroc"]) for rows in runs.values() for r in rows) else 1
 
