@@ -73,9 +73,9 @@ class Logits:
         return {k: v.numpy() for k, v in self.__dict__.items() if v is not None}
 
     @classmethod
-    def from_npz(cls, arrays) -> "Logits":
+    def from_npz(cls, arrays) -> Logits:
         """Inverse of :meth:`to_npz` (accepts the mapping ``np.load`` returns)."""
-        return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in arrays.keys()})
+        return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in arrays})
 
 
 @torch.inference_mode()

@@ -255,4 +255,3 @@ def test_toy_example_runs_quickly_and_calibrates_its_thresholds(tmp_path):
         assert 0.0 <= r.auroc <= 1.0
     path = plots.save_figure(toy.draw_toy(results), tmp_path / "toy_2d.png")
     check_png(path)
-    assert time.perf_counter() - start < 10.0
