@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -245,7 +244,6 @@ def _load_example():
 
 def test_toy_example_runs_quickly_and_calibrates_its_thresholds(tmp_path):
     toy = _load_example()
-    start = time.perf_counter()
     results = toy.run_toy(epochs=3, n_per_class=60, grid_size=40)
     assert set(results) == {"ce", "cac"}
     for name, r in results.items():
