@@ -20,8 +20,10 @@ Example (the runs of docs/speed.md)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import statistics
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -48,8 +50,15 @@ def read_run(folder: Path, job: str, trial: int) -> dict:
 
 
 def seconds_per_epoch(rows: list[dict]) -> float:
-    """Training seconds per epoch over all runs of one recipe (total seconds / total epochs)."""
-    return sum(r["train_seconds"] for r in rows) / sum(r["epochs"] for r in rows)
+    """Median wall time of one epoch (training + validation) over the epochs of the given runs.
+
+    The median, not the mean: on a shared machine single epochs can be slowed by other jobs.
+    """
+    durations = []
+    for r in rows:
+        cumulative = [0.0] + [h["seconds"] for h in r["history"]]
+        durations += [b - a for a, b in itertools.pairwise(cumulative)]
+    return statistics.median(durations)
 
 
 def markdown_table(runs: dict[str, list[dict]]) -> str:
@@ -102,7 +111,7 @@ def plot(dataset: str, job: str, runs: dict[str, list[dict]], budget_minutes: fl
             ax.axvline(budget_minutes, color="grey", linestyle=":", label=f"{budget_minutes:g} min budget")
         ax.set_xscale("log")
         ax.set_xlabel("training minutes (log scale), 2-core CPU" + (
-            f"\n= epochs x {reference_spe:.0f} s/epoch measured in {reference_name}" if reference_spe else ""))
+            f"\n= epochs x {reference_spe:.0f} s (median epoch of {reference_name})" if reference_spe else ""))
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME=FOLDER[,FOLDER...]: benchmark run folders of one recipe (repeatable)")
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="vertical line (0: none)")
     parser.add_argument("--out", help="PNG to write")
-    parser.add_argument("--time-from", help="run FOLDER whose measured seconds per epoch place every point "
+    parser.add_argument("--time-from", help="run FOLDER whose median seconds per epoch place every point "
                         "(epochs x that); default: each run's own measured training time")
     args = parser.parse_args(argv)
     runs: dict[str, list[dict]] = {}
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     reference_spe = None
     if args.time_from:
         reference_spe = seconds_per_epoch([read_run(Path(args.time_from), args.job, args.trial)])
-        print(f"\ntime axis: epochs x {reference_spe:.1f} s/epoch measured in {args.time_from}")
+        print(f"\ntime axis: epochs x {reference_spe:.1f} s, the median epoch of {args.time_from}")
     if "paper" in runs:
         spe = reference_spe or seconds_per_epoch(runs["paper"])
         total = get_recipe(args.dataset, "paper").total_epochs
