@@ -40,7 +40,7 @@ __all__ = [
 
 #: Device types on which channels-last (NHWC) convolutions are the default. Measured with
 #: ``benchmarks/speed.py`` (docs/speed.md): on the 2-core Xeon CPU NHWC trains classifier32 1.1-1.2x and
-#: evaluates 1.2-1.3x faster than NCHW in float32, and 1.0-1.6x faster in bf16; on CUDA it is the usual advice.
+#: evaluates 1.2-1.3x faster than NCHW in float32, 1.0-1.6x / 1.6-2.0x in bf16; on CUDA it is the usual advice.
 CHANNELS_LAST_DEVICES: frozenset[str] = frozenset({"cuda", "cpu"})
 #: bfloat16 autocast on CPUs with AMX units (see :func:`bf16_is_fast`). docs/speed.md: on an AMX Xeon it trains
 #: classifier32 2.6-3.3x and evaluates it 2.2-2.7x faster than float32 (both NHWC); evaluating a trained MNIST
