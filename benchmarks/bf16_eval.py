@@ -1,6 +1,6 @@
 """Does evaluating in bfloat16 change the benchmark's numbers? One trained job, logits in float32 and bf16.
 
-Loads ``model.pt`` of a finished benchmark job, rebuilds its trial, computes the training (anchor fit) and
+Loads the ``model/`` folder of a finished CAC benchmark job, rebuilds its trial, computes the training (anchor fit) and
 test logits twice (float32 NCHW, and bf16 autocast NHWC as on CUDA or an AMX CPU) and prints accuracy, AUROC,
 the largest logit difference and the time of each pass. Run it under the lock::
 
@@ -14,25 +14,23 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from classanchor import CACNet
-from classanchor.data.augment import AugmentSpec
-from classanchor.data.loader import DeviceLoader
+from classanchor import CACNet, Preprocessing
 from classanchor.data.splits import build_trial, get_trial
-from classanchor.evaluate import Logits, evaluate_logits
-from classanchor.models.registry import build_backbone
+from classanchor.detectors import make_detector
+from classanchor.metrics import auroc, closed_set_accuracy
+from classanchor.model_io import load_open_set_model
 from classanchor.recipes import get_recipe
 
 
 @torch.inference_mode()
-def logits_of(net: CACNet, loader: DeviceLoader, bf16: bool, hflip: bool = False) -> torch.Tensor:
+def logits_of(net: CACNet, prep: Preprocessing, images, bf16: bool, batch: int, hflip: bool = False) -> torch.Tensor:
     net.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format).eval()
     out = []
-    for x, _ in loader:
-        x = x.flip(-1) if hflip else x
-        x = x.contiguous(memory_format=torch.channels_last if bf16 else torch.contiguous_format)
+    for lo in range(0, len(images), batch):
+        x = prep(torch.as_tensor(images[lo:lo + batch]))
+        x = (x.flip(-1) if hflip else x).contiguous(memory_format=torch.channels_last if bf16 else torch.contiguous_format)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out.append(net(x).float())
     return torch.cat(out)
@@ -47,33 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run)
     config = json.loads((run / "config.json").read_text())["config"]
     job = run / f"trial{args.trial}" / args.job
-    saved = torch.load(job / "model.pt", weights_only=False)
+    net, card = load_open_set_model(job / "model")
+    prep = Preprocessing.from_dict(card["input"])
     recipe = get_recipe(config["dataset"], config["recipe"])
     data = build_trial(get_trial(config["dataset"], args.trial), config["data_root"], seed=config["seed"])
-    size, _, channels = data.input_shape
-    k = data.num_known
-    net = CACNet(build_backbone(saved["backbone"], k, channels, size, dropout=recipe.dropout), k)
-    net.load_state_dict(saved["model"])
-    spec = AugmentSpec(**saved["augment"])
     test = data.test()
-
-    def loader(images, labels):
-        return DeviceLoader(images, labels, config["eval_batch_size"], spec, train=False, channels_last=False)
-
-    known_classes = np.asarray(data.trial.known_sorted)[data.test_known.labels]
-    classes = torch.from_numpy(np.concatenate([known_classes, data.unknown_labels]))
+    batch = config["eval_batch_size"]
     results = {}
     for bf16 in (False, True):
         start = time.perf_counter()
-        train_logits = logits_of(net, loader(data.train.images, data.train.labels), bf16)
+        train_logits = logits_of(net, prep, data.train.images, bf16, batch)
         train_labels = torch.as_tensor(data.train.labels)
         if recipe.flip_anchor_fit:
-            flipped = logits_of(net, loader(data.train.images, data.train.labels), bf16, hflip=True)
+            flipped = logits_of(net, prep, data.train.images, bf16, batch, hflip=True)
             train_logits, train_labels = torch.cat([train_logits, flipped]), torch.cat([train_labels, train_labels])
-        test_logits = logits_of(net, loader(test.images, test.labels), bf16)
+        test_logits = logits_of(net, prep, test.images, bf16, batch)
         seconds = time.perf_counter() - start
-        metrics = evaluate_logits(Logits(train_logits, train_labels, test_logits, torch.as_tensor(test.labels),
-                                         classes), args.job if args.job == "ce" else "cac", empty_class="all_samples")
+        detector = make_detector("cac", empty_class="all_samples").fit(train_logits, train_labels)
+        prediction, score = detector.decide(test_logits)
+        known = test.labels >= 0
+        metrics = {"accuracy": closed_set_accuracy(prediction[known], torch.as_tensor(test.labels)[known]),
+                   "auroc": auroc(score, ~torch.as_tensor(known))}
         results[bf16] = (metrics, test_logits, seconds)
         images = len(train_labels) + len(test.labels)
         print(f"{'bf16 NHWC' if bf16 else 'fp32 NCHW'}: accuracy {metrics['accuracy']:.4f}  AUROC "

@@ -228,7 +228,7 @@ def _run_toy(*, epochs: int, seed: int, n_per_class: int, hidden: int, grid_size
     test_x, test_y = make_blobs(n_per_class, generator)
     data = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
             "unknown_x": make_unknowns(2 * n_per_class, generator)}
-    config = TrainConfig(stages=(Stage(epochs=epochs, lr=lr, schedule="onecycle"),), amp=False,
+    config = TrainConfig(stages=(Stage(epochs=epochs, lr=lr, schedule="onecycle"),), precision="float32",
                          channels_last=False)
     results = {}
     for method_name in ("ce", "cac"):

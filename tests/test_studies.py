@@ -106,7 +106,7 @@ def test_open_set_evaluation_without_validation_logits_has_no_threshold_metrics(
 def test_a_detector_that_cannot_be_fitted_becomes_an_error_row():
     logits = toy_logits()
     logits.train_labels = torch.zeros_like(logits.train_labels)  # classes 1 and 2 have no training sample
-    row = _evaluate(logits, "openmax", 0.95)
+    row = _evaluate(logits, "openmax", 0.95, {})
     assert set(row) == {"error"} and "OpenMax" in row["error"]
     with pytest.raises(ValueError, match="detector_kwargs"):
         open_set_evaluation(logits, make_detector("msp"), tail_size=3)
@@ -142,7 +142,7 @@ def test_cli_defaults_are_the_library_defaults():
     assert command.COMPARE_DETECTORS == COMPARE_DETECTORS and command.ABLATION_METHODS == ABLATION_METHODS
     assert command.SWEEP_MAGNITUDES == SWEEP_MAGNITUDES and command.SWEEP_WEIGHTS == SWEEP_WEIGHTS
     args = build_parser().parse_args(["sweep", "mnist", "--data-root", "d", "--magnitudes", "5,20", "--weights", "0.4"])
-    assert args.magnitudes == (5.0, 20.0) and args.weights == (0.4,) and args.trials == "0"
+    assert args.magnitudes == (5.0, 20.0) and args.weights == (0.4,) and args.trials == (0,)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["sweep", "mnist", "--data-root", "d", "--weights", "a,b"])
 

@@ -8,9 +8,15 @@ Conventions: K known classes; label -1 = unknown; every open-set score is "highe
 >>> loss = ca.cac_loss(d, torch.tensor([0]))            # Eq. 8
 >>> prediction, score = ca.cac_decision(d)              # Eq. 11, Algorithm 1
 
-Submodules beyond this surface: ``classanchor.data`` (readers, splits, on-device loader),
-``classanchor.models`` (classifier32, backbone registry), ``classanchor.train``, ``classanchor.evaluate``,
-``classanchor.benchmark``, ``classanchor.recipes``, ``classanchor.plots``.
+One pipeline: :func:`fit_open_set` turns labelled images + recipe + method + backbone into an
+:class:`OpenSetModel` (trained network, Algorithm 1 anchors, calibrated threshold, :class:`Preprocessing`);
+``classanchor benchmark``, ``classanchor train`` and ``classanchor demo`` all call it, and
+:class:`OpenSetPredictor` runs a saved one on files, folders, zips or arrays.
+
+Submodules beyond this surface: ``classanchor.data`` (sources, decoding, official formats, user folders,
+splits, preprocessing, on-device loader), ``classanchor.models`` (classifier32, backbone registry),
+``classanchor.train``, ``classanchor.evaluate``, ``classanchor.benchmark``, ``classanchor.studies``,
+``classanchor.recipes``, ``classanchor.plots``, ``classanchor.report``.
 """
 
 from ._checks import OpenSetInputError
@@ -32,8 +38,11 @@ from .metrics import (
     oscr,
     unknown_confusion,
 )
+from .data.preprocess import Preprocessing
 from .models.small_cnn import SmallCNN
 from .network import CACNet
+from .pipeline import ACCEPT_RATE, FitResult, OpenSetModel, fit_open_set
+from .predictor import OpenSetPredictor
 from .scores import (
     cac_decision,
     energy_score,
@@ -60,6 +69,13 @@ __all__ = [
     "cac_loss_terms",
     "Method",
     "get_method",
+    # one pipeline: images -> open-set model -> "class or unknown"
+    "ACCEPT_RATE",
+    "FitResult",
+    "OpenSetModel",
+    "OpenSetPredictor",
+    "Preprocessing",
+    "fit_open_set",
     # scores (higher = more unknown) and detectors
     "cac_decision",
     "rejection_scores",

@@ -5,11 +5,13 @@ Run folder layout (``out/``)::
     config.json                        the BenchmarkConfig, library version, git commit
     trial{t}/{job}/state.pt            resumable training state (kept after the job)
     trial{t}/{job}/history.json        per-epoch training history
-    trial{t}/{job}/model.pt            the kept (best-validation) weights with the re-fitted anchors
-    trial{t}/{job}/model/              CAC jobs: the open-set model for ``classanchor predict`` (threshold
-                                       keeping 95 % of the known validation images)
-    trial{t}/{job}/logits.npz          train / val / test logits (every score is computed from these)
-    trial{t}/{job}/result.json         accuracy, AUROC, timing; its presence means "done"
+    trial{t}/{job}/model/              CAC family: the open-set model for ``classanchor predict`` (safetensors
+                                       weights with the re-fitted anchors, threshold keeping 95 % of the known
+                                       validation images, the preprocessing)
+    trial{t}/{job}/logits.npz          train / val / test logits, the anchors, and the job's own test and
+                                       validation scores (other detectors are fitted on these logits)
+    trial{t}/{job}/result.json         the full open-set report at the calibrated threshold, calibration,
+                                       precision, device, threads, versions, wall times; its presence = "done"
     results.json, table.md             all finished jobs and the Markdown table with published numbers
 
 A job is a method with its hyperparameters (e.g. ``cac``, ``ce``, ``cac_a5_l0.8``). A job whose
@@ -25,23 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.augment import AugmentSpec, compute_mean_std
-from .data.loader import DeviceLoader
 from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
-from .evaluate import Logits, collect_logits, evaluate_logits
-from .heads import anchor_distances
-from .io import RunFolder, read_json, save_torch, write_json, write_text
+from .evaluate import SCORE_LABELS, Logits
+from .io import RunFolder, read_json, run_environment, write_json, write_npz, write_text
 from .methods import Method, get_method
-from .metrics import calibrate_threshold
-from .model_io import save_open_set_model
 from .models.registry import build_backbone
-from .network import CACNet
+from .pipeline import backbone_kwargs_for, fit_open_set, resolve_device
 from .recipes import Recipe, get_recipe
-from .scores import cac_decision
-from .train import train
+from .train import resolve_precision
 
 __all__ = ["BenchmarkConfig", "PUBLISHED", "job_name", "run_job", "run_benchmark", "format_benchmark_table",
-           "resolve_device", "parse_trials"]
+           ]
 
 #: Published numbers (paper Tables 2 and 3): dataset -> method -> (closed-set accuracy, AUROC).
 PUBLISHED: dict[str, dict[str, tuple[float | None, float]]] = {
@@ -52,8 +48,6 @@ PUBLISHED: dict[str, dict[str, tuple[float | None, float]]] = {
     "CIFAR+50": {"cac": (0.952, 0.872), "ce": (0.947, 0.805), "openmax": (None, 0.796)},
     "TinyImageNet": {"cac": (0.759, 0.772), "ce": (0.733, 0.577), "openmax": (None, 0.576)},
 }
-SCORE_OF = {"cac": "min rejection score", "anchor": "min rejection score", "tuplet": "min rejection score",
-            "ce": "max softmax probability"}
 
 
 @dataclass(frozen=True)
@@ -73,29 +67,10 @@ class BenchmarkConfig:
     anchor_magnitude: float = 10.0
     anchor_weight: float = 0.1
     backbone: str = "classifier32"
+    backbone_kwargs: dict = field(default_factory=dict)
+    precision: str = "auto"
     eval_batch_size: int = 1000
     extra: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA if available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def parse_trials(text: str) -> tuple[int, ...]:
-    """'0-4' -> (0, 1, 2, 3, 4); '0,2' -> (0, 2)."""
-    trials: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            trials.extend(range(int(lo), int(hi) + 1))
-        elif part.strip():
-            trials.append(int(part))
-    if not trials or min(trials) < 0:
-        raise ValueError(f"bad trial list {text!r}; use e.g. '0-4' or '0,2'.")
-    return tuple(dict.fromkeys(trials))
 
 
 def job_name(method: Method) -> str:
@@ -108,81 +83,54 @@ def job_name(method: Method) -> str:
     return name
 
 
-def _augment_spec(recipe: Recipe, data: OpenSetData) -> AugmentSpec:
-    mean, std = compute_mean_std(data.train.images)
-    return AugmentSpec(size=recipe.image_size, scale_min=recipe.scale_min, flip_p=recipe.flip_p,
-                       rotation_deg=recipe.rotation_deg, mean=mean, std=std)
-
-
-def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *, device: torch.device,
-            seed: int = 0, backbone: str = "classifier32", compile: bool = False, eval_batch_size: int = 1000,
+def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *, device: torch.device | str,
+            seed: int = 0, backbone: str = "classifier32", backbone_kwargs: dict | None = None,
+            precision: str = "auto", compile: bool = False, eval_batch_size: int = 1000,
             progress: bool = True) -> dict:
-    """Train and evaluate one method on one trial (resumable); returns the contents of ``result.json``."""
+    """Fit and evaluate one method on one trial (resumable); returns the contents of ``result.json``.
+
+    :func:`classanchor.pipeline.fit_open_set` trains and calibrates, the model's :meth:`evaluate` measures every
+    open-set metric on the trial's test images once; the job folder keeps the arrays and numbers that tables,
+    studies and the report read.
+    """
     result_path = job_dir / "result.json"
     if result_path.exists():
         return read_json(result_path)
     job_dir.mkdir(parents=True, exist_ok=True)
-    k = data.num_known
-    size, _, channels = data.input_shape
-    spec = _augment_spec(recipe, data)
     trial = data.trial.trial
-
-    def loader(images: np.ndarray, labels: np.ndarray, training: bool) -> DeviceLoader:
-        return DeviceLoader(images, labels, recipe.batch_size if training else eval_batch_size, spec,
-                            train=training, device=device, seed=seed + 1000 * trial,
-                            drop_last=training and len(labels) > recipe.batch_size)
-
-    torch.manual_seed(seed + trial)  # the same initial weights for every method of a trial
-    net = CACNet(build_backbone(backbone, k, channels, size, dropout=recipe.dropout), k, method.anchor_magnitude)
-    if method.name == "ce" and recipe.label_smoothing:
-        method = Method("ce", 0.0, 0.0, method.anchor_magnitude, recipe.label_smoothing)
-    history = train(net, method, loader(data.train.images, data.train.labels, True),
-                    loader(data.val.images, data.val.labels, False), recipe.train_config(compile=compile),
-                    device=device, state_path=job_dir / "state.pt", progress=progress,
-                    description=f"{data.trial.dataset} t{trial} ")
+    fitted = fit_open_set(data.train, data.val, recipe, method, class_names=data.known_names, backbone=backbone,
+                          backbone_kwargs=backbone_kwargs, device=device, seed=seed + trial, precision=precision,
+                          compile=compile, state_path=job_dir / "state.pt", eval_batch_size=eval_batch_size,
+                          progress=progress, description=f"{data.trial.dataset} t{trial} ")
+    model = fitted.model
     start = time.perf_counter()
-    train_eval = loader(data.train.images, data.train.labels, False)
-    train_logits, train_labels = collect_logits(net, train_eval, device=device)
-    if recipe.flip_anchor_fit:  # Algorithm 1 on the training split plus its mirror images (reference code)
-        flipped, _ = collect_logits(net, train_eval, device=device, hflip=True)
-        train_logits, train_labels = torch.cat([train_logits, flipped]), torch.cat([train_labels, train_labels])
     test = data.test()
-    test_logits, test_labels = collect_logits(net, loader(test.images, test.labels, False), device=device)
     known_classes = np.asarray(data.trial.known_sorted)[data.test_known.labels]
     classes = torch.from_numpy(np.concatenate([known_classes, data.unknown_labels]))
-    val_logits, val_labels = collect_logits(net, loader(data.val.images, data.val.labels, False), device=device)
-    logits = Logits(train_logits, train_labels, test_logits, test_labels, classes, val_logits, val_labels)
-    metrics = evaluate_logits(logits, method.name, empty_class="all_samples")
-    if "anchors" in metrics:
-        net.head.set_anchors(torch.tensor(metrics["anchors"]))
-        _save_predictor(job_dir / "model", net, data, spec, backbone, recipe, val_logits, method)
-    np.savez_compressed(job_dir / "logits.npz", **logits.to_npz())
-    save_torch(job_dir / "model.pt", {"model": net.state_dict(), "num_classes": k, "backbone": backbone,
-                                      "known_names": data.known_names, "augment": spec.__dict__})
-    write_json(job_dir / "history.json", history.history)
-    result = {"dataset": data.trial.dataset, "trial": trial, "job": job_name(method), "method": method.name,
-              "anchor_magnitude": method.anchor_magnitude, "anchor_weight": method.anchor_weight,
-              "accuracy": metrics["accuracy"], "auroc": metrics["auroc"], "openness": data.trial.openness,
-              "best_epoch": history.best_epoch, "epochs": recipe.total_epochs, "train_seconds": history.seconds,
-              "eval_seconds": time.perf_counter() - start, "device": str(device),
-              "known_names": list(data.known_names), "unknown_names": list(data.unknown_names)}
+    test_logits, report = model.evaluate(test.images, test.labels, classes=classes, device=device,
+                                         batch_size=eval_batch_size)
+    eval_seconds = time.perf_counter() - start
+    logits = Logits(fitted.train_logits, fitted.train_labels, test_logits, torch.as_tensor(test.labels), classes,
+                    fitted.val_logits, fitted.val_labels, anchors=getattr(model.detector, "means_", None),
+                    test_scores=torch.from_numpy(report.pop("test_scores")),
+                    test_predictions=torch.from_numpy(report.pop("test_predictions")), val_scores=fitted.val_scores)
+    write_npz(job_dir / "logits.npz", logits.to_npz())
+    write_json(job_dir / "history.json", fitted.history.history)
+    name = job_name(method)
+    if method.uses_anchors:
+        model.save(job_dir / "model", {"dataset": data.trial.dataset, "trial": trial, "job": name,
+                                       "recipe": recipe.name})
+    result = {"dataset": data.trial.dataset, "trial": trial, "job": name, "method": method.name,
+              "detector": method.detector, "anchor_magnitude": method.anchor_magnitude,
+              "anchor_weight": method.anchor_weight, "recipe": recipe.name, "backbone": backbone,
+              "accuracy": report["accuracy"], "auroc": report["auroc"], "open_set": report,
+              "calibration": model.calibration, "openness": data.trial.openness,
+              "best_epoch": fitted.history.best_epoch, "epochs": recipe.total_epochs,
+              "train_seconds": fitted.seconds["train"], "eval_seconds": fitted.seconds["fit"] + eval_seconds,
+              "known_names": list(data.known_names), "unknown_names": list(data.unknown_names),
+              **run_environment(device, fitted.precision)}
     write_json(result_path, result)
     return result
-
-
-def _save_predictor(path: Path, net: CACNet, data: OpenSetData, spec: AugmentSpec, backbone: str, recipe: Recipe,
-                    val_logits: torch.Tensor, method: Method, accept_rate: float = 0.95) -> None:
-    """Save a CAC job as an open-set model folder that ``classanchor predict`` loads; the threshold keeps
-    ``accept_rate`` of the known validation images (the anchors are already re-fitted on ``net``)."""
-    _, val_scores = cac_decision(anchor_distances(val_logits, net.head.anchors.cpu()))
-    threshold = calibrate_threshold(val_scores, accept_rate)
-    calibration = {"method": "accept_rate", "data": "known validation split", "target_accept_rate": accept_rate,
-                   "n_images": int(val_scores.numel()),
-                   "achieved_accept_rate": float((val_scores < threshold).float().mean())}
-    save_open_set_model(path, net, data.known_names, threshold, calibration, spec, backbone,
-                        {"dropout": recipe.dropout},
-                        extra={"dataset": data.trial.dataset, "trial": data.trial.trial, "job": job_name(method),
-                               "recipe": recipe.name})
 
 
 def format_benchmark_table(dataset: str, results: list[dict], recipe: Recipe, full: Recipe) -> str:
@@ -193,7 +141,8 @@ def format_benchmark_table(dataset: str, results: list[dict], recipe: Recipe, fu
         paper = " + ".join(str(s.epochs) for s in full.stages)
         lines += [f"**Shortened run**: {epochs} epochs instead of the recipe's {paper}; numbers below are not "
                   "comparable to the published ones at full length.", ""]
-    lines += [f"Recipe `{recipe.name}`; score: CAC = {SCORE_OF['cac']}, cross-entropy = {SCORE_OF['ce']}.", "",
+    score_of = {m: SCORE_LABELS[get_method(m).detector] for m in ("cac", "ce")}
+    lines += [f"Recipe `{recipe.name}`; score: CAC = {score_of['cac']}, cross-entropy = {score_of['ce']}.", "",
               "| method | trials | closed-set accuracy | published | AUROC | published |", "|---|---|---|---|---|---|"]
     published = PUBLISHED.get(dataset, {})
     jobs = list(dict.fromkeys(r["job"] for r in results))
@@ -219,21 +168,40 @@ def _fmt(value: float | None) -> str:
 
 
 def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> tuple[list[dict], str]:
-    """Run every (trial, method) of ``config`` not yet done; write results.json and table.md."""
+    """Run every (trial, method) of ``config`` not yet done; write results.json and table.md.
+
+    Every input is checked before the run folder is touched (dataset, recipe, methods, device, precision, the
+    backbone and its arguments, the first trial's data files), so a mistyped command leaves no config.json
+    behind that would refuse the corrected one.
+    """
     dataset = get_benchmark(config.dataset).name
     full = get_recipe(dataset, config.recipe)
     recipe = full.scaled(config.epochs_scale)
     methods = [get_method(m, anchor_magnitude=config.anchor_magnitude,
                           anchor_weight=config.anchor_weight if m == "cac" else None) for m in config.methods]
-    folder = RunFolder.create(config.out, config)
+    if not methods or not config.trials:
+        raise ValueError("nothing to run: give at least one method (--methods) and one trial (--trials).")
     device = resolve_device(config.device)
+    resolve_precision(config.precision, device)
+    channels = get_benchmark(dataset).input_shape[2]
+    build_backbone(config.backbone, 2, channels, recipe.image_size, **backbone_kwargs_for(config.backbone, recipe,
+                                                                           config.backbone_kwargs))
+    out = Path(config.out)
+    pending = [t for t in config.trials for m in methods if not (out / f"trial{t}" / job_name(m) / "result.json").exists()]
+    data = build_trial(get_trial(dataset, pending[0]), config.data_root, seed=config.seed, progress=progress) \
+        if pending else None
+    folder = RunFolder.create(out, config)
     results = []
     for trial_index in config.trials:
-        data = build_trial(get_trial(dataset, trial_index), config.data_root, seed=config.seed, progress=progress)
+        todo = [m for m in methods if not (folder.path / f"trial{trial_index}" / job_name(m) / "result.json").exists()]
+        if todo and (data is None or data.trial.trial != trial_index):
+            data = None  # free the previous trial's images first
+            data = build_trial(get_trial(dataset, trial_index), config.data_root, seed=config.seed, progress=progress)
         for method in methods:
             job_dir = folder.path / f"trial{trial_index}" / job_name(method)
             results.append(run_job(data, recipe, method, job_dir, device=device, seed=config.seed,
-                                   backbone=config.backbone, compile=config.compile,
+                                   backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
+                                   precision=config.precision, compile=config.compile,
                                    eval_batch_size=config.eval_batch_size, progress=progress))
     table = format_benchmark_table(dataset, results, recipe, full)
     write_json(folder.file("results.json"), results)

@@ -17,18 +17,15 @@ import torch
 from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
-from .data.augment import AugmentSpec, compute_mean_std
-from .data.loader import DeviceLoader
-from .evaluate import Logits, collect_logits, evaluate_logits
+from .data.readers import ImageSet
+from .evaluate import SCORE_LABELS
 from .io import RunFolder, write_json, write_text
 from .methods import get_method
-from .models.small_cnn import SmallCNN
-from .network import CACNet
-from .train import Stage, TrainConfig, train
+from .pipeline import fit_open_set
+from .recipes import Recipe
+from .train import Stage
 
 __all__ = ["DemoConfig", "run_demo", "format_table"]
-
-SCORE_NAMES = {"cac": "min rejection score (Eq. 11)", "ce": "max softmax probability"}
 
 
 @dataclass(frozen=True)
@@ -62,27 +59,29 @@ def digits_open_set_split(seed: int, n_known: int):
     return images, digits, labels, known, {"train": rest[n_val:], "val": rest[:n_val], "test": test}
 
 
+def demo_recipe(config: DemoConfig) -> Recipe:
+    """The demo's training recipe: one one-cycle stage, no augmentation (8 x 8 digits), no dropout."""
+    stage = Stage(config.epochs, config.lr, schedule="onecycle")
+    return Recipe("digits", "demo", (stage,), config.batch_size, config.weight_decay, image_size=8, scale_min=1.0,
+                  flip_p=0.0, rotation_deg=0.0, dropout=0.0, flip_anchor_fit=False)
+
+
 def run_split(config: DemoConfig, split: int, method_name: str) -> dict:
-    """Train one method on one split and return its accuracy and AUROC."""
+    """Fit one method on one split (:func:`classanchor.pipeline.fit_open_set`); returns its accuracy and AUROC."""
     images, digits, labels, known, index = digits_open_set_split(config.seed + split, config.known_classes)
-    mean, std = compute_mean_std(images[index["train"]])
-    spec = AugmentSpec(size=8, scale_min=1.0, mean=mean, std=std)  # no augmentation on 8x8 digits
+    names = tuple(str(d) for d in known)
 
-    def loader(part: str, train_mode: bool) -> DeviceLoader:
-        return DeviceLoader(images[index[part]], labels[index[part]], config.batch_size if train_mode else 512,
-                            spec, train=train_mode, seed=config.seed + split, channels_last=False)
+    def part(name: str) -> ImageSet:
+        return ImageSet(images[index[name], :, :, None], labels[index[name]], names)
 
-    torch.manual_seed(config.seed + split)  # the same initial weights for both methods
-    net = CACNet(SmallCNN(config.known_classes), config.known_classes)
-    train_config = TrainConfig(stages=(Stage(config.epochs, config.lr, schedule="onecycle"),),
-                               weight_decay=config.weight_decay, channels_last=False)
-    train(net, get_method(method_name), loader("train", True), loader("val", False), train_config, progress=False)
-    train_logits, train_labels = collect_logits(net, loader("train", False), device="cpu", channels_last=False)
-    test_logits, test_labels = collect_logits(net, loader("test", False), device="cpu", channels_last=False)
-    logits = Logits(train_logits, train_labels, test_logits, test_labels, torch.from_numpy(digits[index["test"]]))
-    result = evaluate_logits(logits, method_name)
-    return {"split": split, "method": method_name, "known_digits": known.tolist(),
-            "accuracy": result["accuracy"], "auroc": result["auroc"]}
+    fitted = fit_open_set(part("train"), part("val"), demo_recipe(config), get_method(method_name),
+                          backbone="small_cnn", device="cpu", seed=config.seed + split, precision="float32",
+                          channels_last=False, eval_batch_size=512, progress=False)
+    test = part("test")
+    _, report = fitted.model.evaluate(test.images, test.labels, device="cpu", batch_size=512)
+    return {"split": split, "method": method_name, "known_digits": known.tolist(), "accuracy": report["accuracy"],
+            "auroc": report["auroc"], "unknown_recall": report["unknown_recall"],
+            "known_acceptance": report["known_acceptance"]}
 
 
 def format_table(results: list[dict]) -> str:
@@ -93,7 +92,7 @@ def format_table(results: list[dict]) -> str:
         acc = np.array([r["accuracy"] for r in rows])
         auc = np.array([r["auroc"] for r in rows])
         label = "CAC" if method == "cac" else "cross-entropy"
-        lines.append(f"| {label} | {SCORE_NAMES[method]} | {acc.mean():.4f} ± {acc.std():.4f} "
+        lines.append(f"| {label} | {SCORE_LABELS[get_method(method).detector]} | {acc.mean():.4f} ± {acc.std():.4f} "
                      f"| {auc.mean():.4f} ± {auc.std():.4f} |")
     return "\n".join(lines)
 

@@ -9,7 +9,9 @@ turns the reports of several trials into mean and standard deviation.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,20 +19,21 @@ import numpy as np
 import torch
 
 from .detectors import Detector, make_detector
-from .heads import anchor_distances, fit_anchors
-from .metrics import auroc, calibrate_threshold, closed_set_accuracy, open_set_report
-from .scores import cac_decision, msp_score
-from .train import autocast_for
+from .data.augment import to_nchw
+from .data.preprocess import Preprocessing
+from .metrics import calibrate_threshold, open_set_report
+from .train import autocast_for, to_memory_format, use_channels_last
 
 __all__ = [
     "DETECTOR_DEFAULTS",
     "METRIC_KEYS",
+    "SCORE_LABELS",
     "THRESHOLD_KEYS",
     "Logits",
     "aggregate_reports",
     "collect_logits",
-    "evaluate_logits",
     "load_logits",
+    "network_logits",
     "open_set_evaluation",
 ]
 
@@ -38,6 +41,10 @@ __all__ = [
 METRIC_KEYS = ("accuracy", "auroc", "oscr", "fpr_at_95_tpr", "aupr_in", "aupr_out")
 #: Metrics at the threshold calibrated on the known validation logits.
 THRESHOLD_KEYS = ("macro_f1", "unknown_recall", "known_acceptance")
+#: What each detector's score is, for tables and plots (higher = more unknown throughout).
+SCORE_LABELS: dict[str, str] = {"cac": "min rejection score (Eq. 11)", "msp": "max softmax probability",
+                                "max_logit": "max logit", "energy": "energy", "openmax": "OpenMax unknown probability",
+                                "class_mean": "distance to the nearest class mean"}
 #: Constructor arguments used when a detector is given by name: the class-mean detectors fall back to all
 #: training samples of a class without a correctly classified one, as the benchmark's evaluation does.
 DETECTOR_DEFAULTS: dict[str, dict] = {"cac": {"empty_class": "all_samples"},
@@ -54,6 +61,9 @@ class Logits:
         test, test_labels: (N_te, K), (N_te,) known and unknown test images; label -1 = unknown.
         test_classes: (N_te,) original class index of each test image in its source dataset.
         val, val_labels: (N_va, K), (N_va,) known validation split (to calibrate thresholds); optional.
+        anchors: (K, K) the fitted class means of the job's own detector (Algorithm 1 anchors for CAC).
+        test_scores, test_predictions, val_scores: the job's own open-set decisions, as stored by the pipeline;
+            tables, plots and the report read them instead of recomputing them.
     """
 
     train: torch.Tensor
@@ -63,6 +73,10 @@ class Logits:
     test_classes: torch.Tensor
     val: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
+    anchors: torch.Tensor | None = None
+    test_scores: torch.Tensor | None = None
+    test_predictions: torch.Tensor | None = None
+    val_scores: torch.Tensor | None = None
 
     @property
     def is_unknown(self) -> torch.Tensor:
@@ -74,17 +88,18 @@ class Logits:
 
     @classmethod
     def from_npz(cls, arrays) -> Logits:
-        """Inverse of :meth:`to_npz` (accepts the mapping ``np.load`` returns)."""
-        return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in arrays})
+        """Inverse of :meth:`to_npz` (accepts the mapping ``np.load`` returns; other keys are ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in arrays if k in fields})
 
 
 @torch.inference_mode()
-def collect_logits(net: torch.nn.Module, loader: Iterable, *, device: torch.device | str, amp: bool = True,
+def collect_logits(net: torch.nn.Module, loader: Iterable, *, device: torch.device | str, amp: bool | None = None,
                    hflip: bool = False, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``net`` in eval mode over ``loader``; returns (N, K) float32 logits and (N,) labels on the CPU.
 
-    ``hflip=True`` feeds every batch mirrored left-right instead (the protocol appends these for
-    CIFAR and TinyImageNet when re-fitting anchors).
+    ``hflip=True`` feeds every batch mirrored left-right instead. ``amp``: as :func:`classanchor.train.autocast_for`.
+    (The jobs use :func:`network_logits` on images; this loader form serves the speed benchmark.)
     """
     device = torch.device(device)
     net.eval()
@@ -100,35 +115,44 @@ def collect_logits(net: torch.nn.Module, loader: Iterable, *, device: torch.devi
     return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
 
 
-def evaluate_logits(logits: Logits, method_name: str, *, empty_class: str = "error") -> dict:
-    """Closed-set accuracy and AUROC of one trial.
+@torch.inference_mode()
+def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *, device: torch.device | str = "cpu",
+                   batch_size: int = 1000, hflip: bool = False, layout: str | None = None) -> torch.Tensor:
+    """The test-time forward pass: uint8 images -> (N, K) float32 logits on the CPU.
 
-    CAC family (Algorithm 1): anchors = class means of correctly classified training logits; on the test
-    set ``d`` (Eq. 2), ``s = (1 - softmin(d)) * d`` (Eq. 11), prediction ``argmin s``, score ``min s``.
-    Cross-entropy baseline: prediction ``argmax z``, score ``-max softmax(z)``.
+    Every image goes through ``preprocessing`` (resize rule + normalisation), in float32, in the memory format
+    :func:`classanchor.train.use_channels_last` picks for ``device``. The evaluation of every job and
+    :class:`classanchor.predictor.OpenSetPredictor` both call this, so a saved model scores an image exactly as it
+    was evaluated (up to float rounding between batch shapes).
 
-    Returns a dict with ``accuracy``, ``auroc`` and, for CAC, the re-fitted ``anchors`` (K x K list).
+    Args:
+        images: uint8 ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array or tensor, any ``H x W``.
+        hflip: feed the images mirrored left-right (the anchor fit on mirrored training images).
     """
-    known = ~logits.is_unknown
-    result: dict = {}
-    if method_name == "ce":
-        prediction, score = logits.test.argmax(dim=1), msp_score(logits.test)
-    else:
-        anchors = fit_anchors(logits.train, logits.train_labels, logits.train.shape[1], empty_class=empty_class)
-        prediction, score = cac_decision(anchor_distances(logits.test, anchors))
-        result["anchors"] = anchors.tolist()
-    result["accuracy"] = closed_set_accuracy(prediction[known], logits.test_labels[known])
-    result["auroc"] = auroc(score, logits.is_unknown)
-    return result
+    device = torch.device(device)
+    pixels = to_nchw(torch.as_tensor(images), layout)
+    net.eval().to(device)
+    channels_last = use_channels_last(None, device)
+    outputs = []
+    for lo in range(0, pixels.shape[0], batch_size):
+        x = preprocessing(pixels[lo:lo + batch_size].to(device), layout="NCHW")
+        x = to_memory_format(x.flip(-1) if hflip else x, channels_last)
+        with autocast_for(device, False):
+            outputs.append(net(x).float().cpu())
+    k = getattr(net, "num_classes", 0)
+    return torch.cat(outputs) if outputs else torch.zeros(0, k)
 
 
 def load_logits(path: str | os.PathLike) -> Logits:
-    """The :class:`Logits` of a ``logits.npz`` written by the benchmark (``Logits.to_npz``)."""
+    """The :class:`Logits` of a ``logits.npz`` written by a job (``Logits.to_npz``), read without pickle."""
     try:
-        with np.load(path) as arrays:
+        with np.load(path, allow_pickle=False) as arrays:
             return Logits.from_npz(arrays)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist; re-run the job (delete its result.json) to write it.") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as err:
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err}); the file is damaged or truncated: "
+                         "delete the job's result.json to run the job again.") from None
 
 
 def open_set_evaluation(logits: Logits, detector: str | Detector = "cac", *, accept_rate: float = 0.95,

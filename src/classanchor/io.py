@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
+import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,24 +18,117 @@ import torch
 
 from ._version import __version__
 
-__all__ = ["atomic_write", "write_json", "write_text", "read_json", "save_torch", "git_commit", "RunFolder"]
+__all__ = ["atomic_write", "write_json", "write_text", "write_npz", "read_json", "save_torch", "git_commit",
+           "run_environment", "RunFolder", "clean_stale_temporaries", "write_failure"]
+
+#: When this process imported the library: every temporary it creates is newer, so a leftover older than this
+#: (and older than :data:`STALE_AFTER_S`) was left by an earlier, killed process.
+_PROCESS_START = time.time()
+#: A leftover temporary must also be untouched this long before it is removed, so a concurrent writer's
+#: temporary (a second process saving to the same folder) is never taken away from under it.
+STALE_AFTER_S = 300.0
+#: The names of this library's temporaries for a target ``<name>``: ``.<name>.<8 characters>.tmp`` (a file of
+#: :func:`atomic_write` or a folder of a model or report being built) and ``.<name>.<8 characters>.old`` (a
+#: model folder being swapped out). The 8 characters are those of ``tempfile.mkstemp``/``mkdtemp``.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _last_touched(path: Path) -> float:
+    """The newest mtime of ``path`` and what lies up to two levels below it (a temporary folder's files)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            newest = max(newest, child.lstat().st_mtime)
+            if child.is_dir() and not child.is_symlink():
+                newest = max([newest] + [g.lstat().st_mtime for g in child.iterdir()])
+    return newest
+
+
+def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporaries an earlier, killed write left in ``folder``; returns what was removed.
+
+    Only entries named like this library's own temporaries (``.<name>.XXXXXXXX.tmp`` / ``.old``, for the
+    target ``name`` when given) are candidates, and only those last touched before this process started and
+    at least :data:`STALE_AFTER_S` ago: a temporary of this process or of a concurrent writer is never touched.
+    A stale ``.old`` folder still holding the only copy of a model (no ``<name>`` beside it) is kept; loading
+    the model restores it (:mod:`classanchor.model_io`).
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    cutoff = min(_PROCESS_START, time.time() - STALE_AFTER_S)
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or (name is not None and match.group("name") != name):
+            continue
+        if match.group("kind") == "old" and not (folder / match.group("name")).exists():
+            continue  # it may hold the only complete copy: restored on load, never deleted here
+        try:
+            if _last_touched(entry) >= cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue  # gone already, or not ours to remove: leave it
+        removed.append(entry)
+    return removed
+
+
+def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
+    """A clear ``OSError`` for a failed write of ``path``: it names the path and says when the disk is full.
+
+    ``err`` may be an ``OSError`` (``errno.ENOSPC`` / ``EDQUOT``: disk full or over quota) or the error a
+    library raised around it (safetensors' ``SafetensorError``, torch.save's ``RuntimeError`` from
+    ``inline_container.cc``). The result keeps ``errno`` (no ``filename``: ``str()`` is the message alone).
+    """
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    code = getattr(err, "errno", None)
+    full = code in _DISK_FULL or any(s in str(err) for s in ("No space left", "StorageFull", "Disk quota",
+                                                              "os error 28", "code: 28"))
+    if full:
+        message = (f"could not write {path}: the disk is full (no space left on device); free some space and run "
+                   f"again (nothing was written to {path}).")
+    else:
+        message = f"could not write {path} (disk full or not writable?): {text}"
+    failure = OSError(message)
+    failure.errno = errno.ENOSPC if full and code is None else code
+    return failure
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result to ``path`` with ``os.replace``.
 
     Readers see either the old file or the complete new one, never a half-written file; on an error
-    the temporary file is removed and ``path`` is untouched.
+    the temporary file is removed and ``path`` is untouched. A full disk raises an ``OSError`` naming
+    ``path`` (:func:`write_failure`); a ``path`` that is a folder raises ``IsADirectoryError``. Temporaries
+    of ``path`` that an earlier killed process left behind are removed (:func:`clean_stale_temporaries`).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file to write (nothing was written).")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temporaries(path.parent, path.name)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_failure(path, err) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        give_usual_permissions(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if getattr(err, "errno", None) in _DISK_FULL:
+            raise write_failure(path, err) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -45,6 +142,11 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once at import: os.umask is process-global
+
+
+def give_usual_permissions(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """chmod ``path`` to what a plain ``open``/``mkdir`` would give (mkstemp/mkdtemp create 0600/0700)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 
 def _jsonable(value: Any) -> Any:
@@ -86,24 +188,70 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to ``path`` atomically (checkpoints survive a kill mid-write)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to ``path`` atomically (checkpoints survive a kill mid-write).
+
+    torch.save reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc:...]``; it becomes
+    an ``OSError`` naming ``path`` (:func:`write_failure`).
+    """
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            raise write_failure(path, err) from err
+
+    return atomic_write(path, write)
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    """The commit of the git checkout holding this library (with '-dirty' if it has changes), or None."""
+    """The commit of the git checkout holding this library (with '-dirty' if it has changes), or None.
+
+    Only a source checkout (``src/classanchor`` inside a folder with ``.git``) is asked; an installed package is
+    not. git runs with ``GIT_OPTIONAL_LOCKS=0``, so it never takes ``.git/index.lock`` from the user's own git.
+    """
     where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    if cwd is None and not (where.parents[1] / ".git").exists():
+        return None
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where, capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5,
+                                check=True, env=env).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=5, check=True, env=env).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def run_environment(device: torch.device | str, precision: str) -> dict:
+    """What a result depends on besides its config: precision, device, threads, versions, commit, CPU."""
+    import platform
+
+    return {"precision": precision, "device": str(device), "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__, "classanchor_version": __version__, "git_commit": git_commit(),
+            "cpu": _cpu_name() or platform.machine()}
+
+
+def _cpu_name() -> str | None:
+    """The CPU model from /proc/cpuinfo (Linux), e.g. 'AMD EPYC' or 'Intel(R) Xeon(R) ...'; None elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
+    """``np.savez_compressed`` atomically (numeric arrays only; read back with ``allow_pickle=False``)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 @dataclasses.dataclass
@@ -141,3 +289,18 @@ class RunFolder:
         p = self.path.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+
+def temporary_sibling_folder(target: str | os.PathLike) -> Path:
+    """A new private folder ``.<name>.XXXXXXXX.tmp`` beside ``target`` to build a folder in before swapping it in.
+
+    Leftovers of earlier failed builds of the same target are removed first (:func:`clean_stale_temporaries`);
+    a full disk or an unwritable parent becomes :func:`write_failure`'s clear error.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(target.parent, target.name)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise write_failure(target, err) from err

@@ -48,6 +48,12 @@ class Method:
         return self.name != "ce"
 
     @property
+    def detector(self) -> str:
+        """The method's own open-set score, decided here once: the CAC rejection score (Eq. 11) for the
+        anchor-trained family, the maximum softmax probability for cross-entropy (the paper's baseline)."""
+        return "cac" if self.uses_anchors else "msp"
+
+    @property
     def checkpoint_metric(self) -> str:
         return "val_anchor_loss" if self.uses_anchors else "val_accuracy"
 

@@ -10,8 +10,11 @@ Folder layout::
 
 The folder is written complete or not at all: both files go to a temporary sibling folder, which then
 replaces the target with ``os.replace`` (an existing *model* folder is swapped out and removed; any other
-existing folder is refused). Loading checks the format version, the weights' checksum and that every
-tensor matches the backbone, and raises :class:`ModelFormatError` naming the file and the problem.
+existing folder is refused). Between the two renames of that swap the old model lies in a sibling
+``.model.XXXXXXXX.old/model``; a process killed just then leaves no ``model/``, and the next load or save moves
+the old model back. Temporaries a killed save left behind are removed by the next save
+(:func:`classanchor.io.clean_stale_temporaries`). Loading checks the format version, the weights' checksum
+and that every tensor matches the backbone, and raises :class:`ModelFormatError` naming the file and the problem.
 
     >>> save_open_set_model("model", net, ["cat", "dog"], 3.2, {"method": "user"}, spec,
     ...                     "classifier32", {"dropout": 0.2}, {})                    # doctest: +SKIP
@@ -21,23 +24,24 @@ tensor matches the backbone, and raises :class:`ModelFormatError` naming the fil
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ._version import __version__
-from .data.augment import AugmentSpec
-from .io import git_commit, write_json
+from .data.preprocess import Preprocessing
+from .io import git_commit, give_usual_permissions, temporary_sibling_folder, write_failure, write_json
 from .models.registry import build_backbone
 from .network import CACNet
-from .user_data import RESIZE_RULE
 
 __all__ = [
     "CONFIG_FILE",
@@ -51,7 +55,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "classanchor-open-set-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this library reads. Version 1 resized with PIL's bilinear filter; version 2 records the one resize rule
+#: of ``classanchor.data.preprocess`` (its models read fine, they score resized images marginally differently).
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model.json"
 SCORE_RULE = ("CAC open-set score: min_k (1 - softmin(d)_k) * d_k with d the Euclidean distances of the logits to "
@@ -76,7 +83,7 @@ def _state_tensors(net: CACNet) -> dict[str, torch.Tensor]:
 
 
 def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, threshold: float, calibration: dict,
-                        augment_spec: AugmentSpec, backbone: str, backbone_kwargs: dict,
+                        preprocessing: Preprocessing, backbone: str, backbone_kwargs: dict,
                         extra: dict | None = None) -> Path:
     """Write ``net`` (with its re-fitted anchors) as a self-contained open-set model folder, atomically.
 
@@ -87,7 +94,7 @@ def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, thres
         threshold: accept as known when the open-set score is below it.
         calibration: how the threshold was chosen, e.g. ``{"method": "accept_rate", "target_accept_rate": 0.95,
             "n_images": 600, "achieved_accept_rate": 0.95}`` (kept verbatim in model.json).
-        augment_spec: the training augmentation; its ``size``, ``mean``, ``std`` define the input at test time.
+        preprocessing: pixels -> network input (size, channels, normalisation, resize rule), saved as ``input``.
         backbone, backbone_kwargs: the ``models.registry.build_backbone`` name and keyword arguments.
         extra: anything else to record (training config, data summary, metrics).
     Returns the model folder.
@@ -102,10 +109,7 @@ def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, thres
         raise ValueError(f"threshold must be a number, got {threshold!r}.") from None
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold}.")
-    channels = _input_channels(net, augment_spec)
-    mean, std = list(augment_spec.mean), list(augment_spec.std)
-    if len(mean) == 1:
-        mean, std = mean * channels, std * channels
+    _check_channels(net, preprocessing)
     card: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -118,28 +122,29 @@ def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, thres
         "threshold": threshold,
         "calibration": calibration,
         "score": SCORE_RULE,
-        "input": {"size": int(augment_spec.size), "channels": channels, "mean": mean, "std": std,
-                  "pixel_range": "uint8 0-255 divided by 255, then (x - mean) / std",
-                  "resize": RESIZE_RULE},
+        "input": preprocessing.to_dict(),
         "backbone": {"name": backbone, "kwargs": dict(backbone_kwargs)},
         "anchor_magnitude": net.head.anchor_magnitude,
         "anchors": net.head.anchors.detach().cpu().tolist(),
-        "train_augmentation": augment_spec,
         "weights": {"file": WEIGHTS_FILE, "sha256": None},
         "extra": extra or {},
     }
+    _restore_swapped_out(path)
     _check_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        from safetensors.torch import save_file
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
 
-        save_file(_state_tensors(net), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME,
-                                                                          "format_version": str(FORMAT_VERSION)})
-        card["weights"]["sha256"] = _sha256(tmp / WEIGHTS_FILE)
-        write_json(tmp / CONFIG_FILE, card)
-        os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~_umask())
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+    tmp = temporary_sibling_folder(path)
+    try:
+        try:
+            save_file(_state_tensors(net), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME,
+                                                                              "format_version": str(FORMAT_VERSION)})
+            card["weights"]["sha256"] = _sha256(tmp / WEIGHTS_FILE)
+            write_json(tmp / CONFIG_FILE, card)
+        except (OSError, SafetensorError) as err:
+            raise write_failure(path, err) from err
+        give_usual_permissions(tmp / WEIGHTS_FILE)
+        give_usual_permissions(tmp, directory=True)  # mkdtemp makes 0700
         _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,19 +152,11 @@ def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, thres
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _input_channels(net: CACNet, spec: AugmentSpec) -> int:
+def _check_channels(net: CACNet, preprocessing: Preprocessing) -> None:
     first = next((m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if first is not None:
-        return int(first.in_channels)
-    if len(spec.mean) in (1, 3):
-        return len(spec.mean)
-    raise ValueError("cannot tell the number of input channels from the backbone or the normalisation.")
+    if first is not None and first.in_channels != preprocessing.channels:
+        raise ValueError(f"the network takes {first.in_channels} input channel(s) but the preprocessing gives "
+                         f"{preprocessing.channels}; they must come from the same training run.")
 
 
 def _check_target(path: Path) -> None:
@@ -169,27 +166,120 @@ def _check_target(path: Path) -> None:
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` to ``path``; an old model folder there is moved aside, then removed."""
+    """Move the finished folder ``tmp`` to ``path``; an old model folder there is moved aside, then removed.
+
+    The old folder goes to ``.<name>.XXXXXXXX.old/model``: if the process dies before ``tmp`` replaces it,
+    :func:`_restore_swapped_out` (run by every load and save) moves it back, so a complete model is always at
+    ``path`` or recoverable from there.
+    """
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.replace(path, old / "model")
+        try:
+            os.replace(path, old / "model")
+        except BaseException:
+            shutil.rmtree(old, ignore_errors=True)
+            raise
     try:
         os.replace(tmp, path)
     except BaseException:
-        if old is not None:
+        if old is not None and not path.exists():
             os.replace(old / "model", path)
+            shutil.rmtree(old, ignore_errors=True)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _complete(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def _restore_swapped_out(path: Path, wait_s: float = 0.5) -> bool:
+    """If ``path`` is missing but a save was killed while swapping, move the old model back; True if it did.
+
+    A save that is swapping right now (another process) puts its new folder in place within microseconds,
+    so the old one is restored only when ``path`` is still missing after ``wait_s`` seconds.
+    """
+    if path.exists() or not path.parent.is_dir():
+        return False
+    candidates = [old / "model" for old in path.parent.glob(f".{glob.escape(path.name)}.*.old")
+                  if old.is_dir() and _complete(old / "model")]
+    if not candidates:
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if path.exists():
+            return False
+    newest = max(candidates, key=lambda m: m.stat().st_mtime)
+    try:
+        os.replace(newest, path)
+    except OSError:
+        return False  # another process restored it or saved a new one first
+    shutil.rmtree(newest.parent, ignore_errors=True)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------- loading
+
+#: Backbone arguments that would fetch or read weights from elsewhere (torchvision ``weights``, timm
+#: ``pretrained`` / ``checkpoint_path`` / ``pretrained_cfg*``): a saved model loads exactly what its folder holds,
+#: so these are dropped (``pretrained`` becomes False for torchvision/timm backbones).
+_WEIGHT_SOURCES = ("weights", "pretrained", "checkpoint_path", "weights_path", "pretrained_path", "cache_dir",
+                   "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict")
+#: Arguments build_backbone takes positionally from the model description itself.
+_RESERVED = ("name", "num_classes", "in_channels", "image_size")
+
+
+def _offline_kwargs(name: str, kwargs: dict, folder: Path) -> dict:
+    """The saved backbone kwargs, made safe to build offline: no download, no file outside ``folder`` read.
+
+    Weight-source arguments (:data:`_WEIGHT_SOURCES`, and any name starting with ``pretrained_cfg``) are dropped;
+    ``pretrained=False`` is set for ``torchvision:``/``timm:`` backbones. A string value naming an existing path
+    outside the model folder, or an argument the model description itself fixes (:data:`_RESERVED`), raises
+    :class:`ModelFormatError`.
+    """
+    config = folder / CONFIG_FILE
+    reserved = sorted(set(kwargs) & set(_RESERVED))
+    if reserved:
+        raise ModelFormatError(f"{config}: the backbone arguments {reserved} are fixed by the model itself (class "
+                               "names, input size and channels); remove them from backbone.kwargs or save the model "
+                               "again.")
+    safe = {k: v for k, v in kwargs.items() if k not in _WEIGHT_SOURCES and not k.startswith("pretrained_cfg")}
+    inside = folder.resolve()
+    for key, value in safe.items():
+        for text in _strings(value):
+            try:
+                candidate = Path(text).expanduser()
+                exists = bool(text) and candidate.exists()
+            except (OSError, ValueError):
+                continue
+            if exists and not candidate.resolve().is_relative_to(inside):
+                raise ModelFormatError(f"{config}: the backbone argument {key}={text!r} names a file outside the "
+                                       f"model folder; a saved model loads only what {folder} holds, so this is "
+                                       "refused: remove the argument from backbone.kwargs or save the model again.")
+    if ":" in name:
+        safe["pretrained"] = False  # the weights come from the file, never from a download
+    return safe
+
+
+def _strings(value) -> list[str]:
+    """Every string in ``value`` (nested lists and dicts included)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
 
 
 def read_model_card(path: str | os.PathLike) -> dict:
     """The checked contents of ``model.json`` of a model folder (no weights are read)."""
     path = Path(path)
+    _restore_swapped_out(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model folder.")
     if not path.is_dir():
@@ -206,7 +296,7 @@ def read_model_card(path: str | os.PathLike) -> dict:
         raise ModelFormatError(f"{config} is not a classanchor open-set model description (its 'format' should be "
                                f"{FORMAT_NAME!r}).")
     version = card.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         by = card.get("classanchor_version", "an unknown version")
         hint = "upgrade classanchor" if isinstance(version, int) and version > FORMAT_VERSION else "re-save it"
         raise ModelFormatError(f"{config} has format version {version!r} (written by classanchor {by}); this "
@@ -216,8 +306,7 @@ def read_model_card(path: str | os.PathLike) -> dict:
     if missing:
         raise ModelFormatError(f"{config} lacks the field(s) {missing}; the file is incomplete: save the model again.")
     try:
-        size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
-        mean, std = [float(m) for m in card["input"]["mean"]], [float(s) for s in card["input"]["std"]]
+        Preprocessing.from_dict(card["input"])
         names = [str(n) for n in card["class_names"]]
         float(card["threshold"])
         str(card["backbone"]["name"])
@@ -225,9 +314,6 @@ def read_model_card(path: str | os.PathLike) -> dict:
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFormatError(f"{config} has a malformed field ({type(err).__name__}: {err}); save the model "
                                "again.") from None
-    if channels not in (1, 3) or len(mean) != channels or len(std) != channels or size < 1:
-        raise ModelFormatError(f"{config}: input is {size} px with {channels} channels and {len(mean)} mean values; "
-                               "expected 1 or 3 channels with one mean/std per channel.")
     if len(names) < 2 or len(set(names)) != len(names):
         raise ModelFormatError(f"{config}: class_names must be at least 2 distinct names, got {names}.")
     return card
@@ -258,11 +344,16 @@ def load_open_set_model(path: str | os.PathLike, device: torch.device | str = "c
         raise ModelFormatError(f"{weights} cannot be read as safetensors ({err}); the file is corrupt.") from None
     k = len(card["class_names"])
     backbone = card["backbone"]
-    kwargs = dict(backbone.get("kwargs") or {})
-    if ":" in backbone["name"]:
-        kwargs["pretrained"] = False  # the weights come from the file, never from a download
-    net = CACNet(build_backbone(backbone["name"], k, card["input"]["channels"], card["input"]["size"], **kwargs), k,
-                 float(card.get("anchor_magnitude", 10.0)))
+    kwargs = _offline_kwargs(backbone["name"], dict(backbone.get("kwargs") or {}), path)
+    try:
+        body = build_backbone(backbone["name"], k, card["input"]["channels"], card["input"]["size"], **kwargs)
+    except ImportError as err:
+        raise ImportError(f"the model {path} needs a package that is not installed: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ModelFormatError(f"{path / CONFIG_FILE}: the backbone {backbone['name']!r} cannot be built with the "
+                               f"arguments {kwargs} ({err}); the file is damaged or comes from another classanchor "
+                               "version: save the model again.") from None
+    net = CACNet(body, k, float(card.get("anchor_magnitude", 10.0)))
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

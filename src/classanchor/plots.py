@@ -803,8 +803,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
     path = Path(path)
 
     def write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
-        os.chmod(tmp, 0o644)  # the temporary file is created private (0600); a figure is for reading
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")  # atomic_write sets the usual permissions
 
     atomic_write(path, write)
     if getattr(fig.canvas, "manager", None) is not None:

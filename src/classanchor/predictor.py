@@ -10,7 +10,7 @@ anchors, rejection scores ``s = (1 - softmin(d)) * d`` (Eq. 11), best class ``ar
 ``min s``; the image is that class when ``score < threshold`` and ``unknown`` otherwise. The reported
 confidence is the SoftMin confidence ``softmin(d)`` (Eqs. 9-10) of the best class.
 
-Images are prepared exactly as for training (:func:`classanchor.user_data.decode_image`) and run in
+Image files are decoded exactly as for training (:func:`classanchor.data.decode.decode_files`) and run in
 batches. Unreadable files are skipped and listed in the result; images of another mode (e.g. grey for an
 RGB model) are converted and counted.
 """
@@ -21,24 +21,20 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data.augment import AugmentSpec, eval_transform
+from .data.decode import conversion_name, decode_files, pil_to_array, resize_images
+from .data.folders import load_labelled_folder
+from .data.preprocess import Preprocessing
+from .data.sources import SkippedFile, expand_paths
+from .evaluate import network_logits
+from .heads import anchor_distances
 from .model_io import load_open_set_model
 from .network import CACNet
 from .scores import cac_decision, softmin_confidences
-from .user_data import (
-    ImageSource,
-    SkippedFile,
-    conversion_name,
-    decode_files,
-    load_labelled_folder,
-    prepare_image,
-)
 
 __all__ = ["UNKNOWN", "OpenSetPredictor", "PredictionResult", "PredictionRow", "evaluation_report"]
 
@@ -133,7 +129,7 @@ class OpenSetPredictor:
         device: where the network runs.
     """
 
-    def __init__(self, net: CACNet, class_names: Sequence[str], threshold: float, spec: AugmentSpec, channels: int,
+    def __init__(self, net: CACNet, class_names: Sequence[str], threshold: float, preprocessing: Preprocessing,
                  *, device: torch.device | str = "cpu", card: dict | None = None):
         if len(class_names) != net.num_classes:
             raise ValueError(f"{len(class_names)} class names for a network with {net.num_classes} classes.")
@@ -141,39 +137,47 @@ class OpenSetPredictor:
         self.net = net.to(self.device).eval()
         self.class_names = tuple(str(n) for n in class_names)
         self.threshold = float(threshold)
-        self.spec = spec
-        self.channels = int(channels)
+        self.preprocessing = preprocessing
         self.card = card or {}
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> OpenSetPredictor:
         """The predictor of a model folder written by :func:`classanchor.model_io.save_open_set_model`."""
         net, card = load_open_set_model(path, device)
-        inp = card["input"]
-        spec = AugmentSpec(size=int(inp["size"]), mean=tuple(inp["mean"]), std=tuple(inp["std"]))
-        return cls(net, card["class_names"], float(card["threshold"]), spec, int(inp["channels"]), device=device,
-                   card=card)
+        return cls(net, card["class_names"], float(card["threshold"]), Preprocessing.from_dict(card["input"]),
+                   device=device, card=card)
+
+    @classmethod
+    def from_model(cls, model, device: torch.device | str = "cpu") -> OpenSetPredictor:
+        """The predictor of an in-memory :class:`classanchor.pipeline.OpenSetModel` (CAC family)."""
+        return cls(model.net, model.class_names, model.threshold, model.preprocessing, device=device)
 
     @property
     def image_size(self) -> int:
-        return self.spec.size
+        return self.preprocessing.size
+
+    @property
+    def channels(self) -> int:
+        return self.preprocessing.channels
 
     def __repr__(self) -> str:
         return (f"OpenSetPredictor(classes={list(self.class_names)}, threshold={self.threshold:.4g}, "
                 f"input={self.image_size}x{self.image_size}x{self.channels})")
 
     # ------------------------------------------------------------------------------------------ core
-    @torch.inference_mode()
-    def score_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 (B, S, S, C) prepared images -> (best class (B,), open-set score (B,), SoftMin confidence (B,))."""
-        images = np.ascontiguousarray(images)
+    def score_batch(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 ``(B, H, W, C)`` images with the model's channels, any size -> (best class (B,), open-set score
+        (B,), SoftMin confidence (B,)). The network runs through :func:`classanchor.evaluate.network_logits`,
+        the forward pass of the evaluation."""
+        images = np.asarray(images)
         if not images.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
             images = images.copy()
-        x = eval_transform(torch.from_numpy(images).to(self.device), self.spec, layout="NHWC")
-        distances = self.net.distances(x).float()
+        logits = network_logits(self.net, self.preprocessing, images, device=self.device, batch_size=len(images),
+                                layout="NHWC")
+        distances = anchor_distances(logits, self.net.head.anchors.detach().cpu())
         best, score = cac_decision(distances)
         confidence = softmin_confidences(distances).gather(1, best.unsqueeze(1)).squeeze(1)
-        return best.cpu().numpy(), score.cpu().numpy(), confidence.cpu().numpy()
+        return best.numpy(), score.numpy(), confidence.numpy()
 
     def _result(self, paths, best, scores, conf, skipped, converted, threshold) -> PredictionResult:
         thr = self.threshold if threshold is None else float(threshold)
@@ -215,52 +219,48 @@ class OpenSetPredictor:
             raise TypeError(f"predict expects uint8 pixel values 0-255, got dtype {array.dtype}; convert with "
                             "(x * 255).round().astype(np.uint8) if your values are in [0, 1].")
         array = _as_nhwc(array)
-        n, h, w, c = array.shape
+        n, c = array.shape[0], array.shape[-1]
         paths = [f"array[{i}]" for i in range(n)]
-        if (h, w, c) == (self.image_size, self.image_size, self.channels):
+        if c == self.channels:  # any size: the preprocessing resizes, as in the evaluation
             best, scores, conf = [], [], []
             for lo in range(0, n, batch_size):
                 b, s, f = self.score_batch(array[lo:lo + batch_size])
                 best.append(b), scores.append(s), conf.append(f)
             return self._result(paths, best, scores, conf, [], Counter(), threshold)
-        from PIL import Image
+        from PIL import Image  # other channels: converted like a decoded file, at the array's own size
 
-        mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
-        pil = [Image.fromarray(a[..., 0] if c == 1 else a, mode) for a in array]
+        pil = [Image.fromarray(a[..., 0] if c == 1 else a) for a in array]
         return self._predict_pil(pil, batch_size, threshold, paths)
 
     def _predict_pil(self, images: list, batch_size: int, threshold, paths: list[str] | None = None):
+        """PIL images of any size and mode: converted at their own size (:func:`pil_to_array`, as files are),
+        stretched to S x S by the one resize rule (:func:`resize_images`), then scored."""
         paths = paths or [f"image[{i}]" for i in range(len(images))]
         best, scores, conf, converted = [], [], [], Counter()
         for lo in range(0, len(images), batch_size):
-            prepared = [prepare_image(im, self.image_size, self.channels) for im in images[lo:lo + batch_size]]
-            converted.update(c for _, m in prepared if (c := conversion_name(m, self.channels)))
-            b, s, f = self.score_batch(np.stack([a for a, _ in prepared]))
+            arrays = [pil_to_array(im, self.channels) for im in images[lo:lo + batch_size]]
+            converted.update(c for _, m in arrays if (c := conversion_name(m, self.channels)))
+            b, s, f = self.score_batch(np.concatenate([resize_images(a[None], self.image_size) for a, _ in arrays]))
             best.append(b), scores.append(s), conf.append(f)
         return self._result(paths, best, scores, conf, [], converted, threshold)
 
     def _predict_files(self, inputs: list, batch_size: int, threshold, progress: bool) -> PredictionResult:
         from tqdm.auto import tqdm
 
-        files, skipped, sources = _expand(inputs)
-        try:
-            paths, best, scores, conf, converted = [], [], [], [], Counter()
-            with tqdm(total=len(files), desc="predicting", unit="img", dynamic_ncols=True, mininterval=1.0,
-                      disable=not progress or len(files) < 256) as bar:
-                for lo in range(0, len(files), batch_size):
-                    chunk = files[lo:lo + batch_size]
-                    decoded = decode_files(lambda i, chunk=chunk: chunk[i][1].read(chunk[i][2]),
-                                           [f[0] for f in chunk], self.image_size, self.channels, progress=False)
-                    skipped += decoded.skipped
-                    converted.update(decoded.converted)
-                    if decoded.ok.any():
-                        b, s, f = self.score_batch(decoded.images)
-                        best.append(b), scores.append(s), conf.append(f)
-                        paths += [chunk[i][0] for i in np.flatnonzero(decoded.ok).tolist()]
-                    bar.update(len(chunk))
-        finally:
-            for source in sources:
-                source.close()
+        with expand_paths(inputs) as found, tqdm(total=len(found), desc="predicting", unit="img", dynamic_ncols=True,
+                                                 mininterval=1.0, disable=not progress or len(found) < 256) as bar:
+            paths, best, scores, conf, converted, skipped = [], [], [], [], Counter(), list(found.skipped)
+            for lo in range(0, len(found), batch_size):
+                where = [found.where(i) for i in range(lo, min(lo + batch_size, len(found)))]
+                decoded = decode_files(lambda i, lo=lo: found.read(lo + i), where, self.image_size, self.channels,
+                                       on_error="skip", progress=False)
+                skipped += decoded.skipped
+                converted.update(decoded.converted)
+                if decoded.ok.any():
+                    b, s, f = self.score_batch(decoded.images)
+                    best.append(b), scores.append(s), conf.append(f)
+                    paths += [where[i] for i in np.flatnonzero(decoded.ok).tolist()]
+                bar.update(len(where))
         return self._result(paths, best, scores, conf, skipped, converted, threshold)
 
     # ------------------------------------------------------------------------------------------ evaluation
@@ -348,53 +348,3 @@ def _as_nhwc(array: np.ndarray) -> np.ndarray:
             return array
     raise ValueError(f"cannot read images of shape {array.shape}; pass (H, W), (H, W, C), (N, H, W) or "
                      "(N, H, W, C) with C = 1, 3 or 4.")
-
-
-def _expand(inputs: list) -> tuple[list[tuple[str, Any, str]], list[SkippedFile], list[ImageSource]]:
-    """Paths -> (files as (display path, source, name), skipped entries, opened sources to close).
-
-    A file is tried as an image whatever its suffix (a zip is opened as a folder); inside folders and
-    zips only names with an image suffix are used and the other files are listed as skipped.
-    """
-    from .user_data import IMAGE_SUFFIXES, DataError
-
-    files, skipped, sources = [], [], []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if not path.exists() and not any(p.is_file() for p in path.parents):
-            skipped.append(SkippedFile(str(path), "no such file or folder"))
-            continue
-        if path.is_file() and not _is_zip(path):
-            parent = _FileSource(path.parent)
-            files.append((str(path), parent, path.name))
-            continue
-        try:
-            source = ImageSource(path)
-        except DataError as err:
-            skipped.append(SkippedFile(str(path), str(err).removeprefix(f"{path}: ")))
-            continue
-        sources.append(source)
-        names = source.names()
-        if not names:
-            skipped.append(SkippedFile(str(path), "empty folder: no files in it"))
-        for name in names:
-            if source.single_file or name.lower().endswith(IMAGE_SUFFIXES):
-                files.append((source.where(name), source, name))
-            else:
-                suffix = os.path.splitext(name)[1] or "no suffix"
-                skipped.append(SkippedFile(source.where(name), f"not an image file ({suffix})"))
-    return files, skipped, sources
-
-
-def _is_zip(path: Path) -> bool:
-    import zipfile
-
-    return path.suffix.lower() == ".zip" and zipfile.is_zipfile(path)
-
-
-@dataclass(frozen=True)
-class _FileSource:
-    folder: Path
-
-    def read(self, name: str) -> bytes:
-        return (self.folder / name).read_bytes()

@@ -27,10 +27,13 @@ Example::
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import json
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,18 +42,14 @@ import numpy as np
 import torch
 
 from . import plots
-from .evaluate import Logits
-from .io import read_json, write_json, write_text
+from .evaluate import DETECTOR_DEFAULTS, Logits
+from .pipeline import ACCEPT_RATE
+from .io import give_usual_permissions, read_json, temporary_sibling_folder, write_failure, write_json, write_text
 
 __all__ = ["ACCEPT_RATE", "JobScores", "confusion_at_threshold", "job_scores", "markdown_to_html", "write_report"]
 
-#: Share of known validation images the calibrated threshold accepts.
-ACCEPT_RATE = 0.95
 #: Images per row of Fig. 5.
 N_EXTREMES = 6
-#: Constructor arguments of detectors given by name (as the benchmark's evaluation: a class without a
-#: correctly classified training sample gets the mean of all its samples).
-DETECTOR_KWARGS = {"cac": {"empty_class": "all_samples"}, "class_mean": {"empty_class": "all_samples"}}
 SCORE_NAMES = {"cac": "min rejection score (Eq. 11)", "msp": "negative max softmax probability",
                "max_logit": "negative max logit", "energy": "negative energy",
                "openmax": "OpenMax unknown probability", "class_mean": "distance to the nearest class mean"}
@@ -83,24 +82,25 @@ class JobScores:
     means: np.ndarray
 
 
-def job_scores(logits: Logits, method: str, accept_rate: float = ACCEPT_RATE) -> JobScores:
-    """Predictions, scores and the calibrated threshold of one job (Algorithm 1 on the saved logits)."""
-    from .detectors import make_detector
-    from .heads import fit_anchors
-    from .metrics import calibrate_threshold
+def job_scores(logits: Logits, result: dict) -> JobScores:
+    """Predictions, scores and threshold of one job, as its pipeline stored them (``logits.npz`` + ``result.json``).
 
-    name = "msp" if method == "ce" else "cac"
-    detector = make_detector(name, **DETECTOR_KWARGS.get(name, {})).fit(logits.train, logits.train_labels)
-    predictions, scores = detector.decide(logits.test)
+    Nothing is re-fitted: the scores, predictions and anchors are the job's own arrays, the threshold and the
+    validation acceptance come from its calibration record. Only the class means drawn for a cross-entropy job
+    in the logit-space plot are computed here (a plot, not a result).
+    """
+    from .heads import fit_anchors
+
+    if logits.test_scores is None or logits.test_predictions is None:
+        raise ValueError("logits.npz holds no stored scores (written by an older classanchor); delete the job's "
+                         "result.json and run the benchmark again to re-evaluate it.")
     k = logits.train.shape[1]
-    means = detector.means_ if name == "cac" else fit_anchors(logits.train, logits.train_labels, k,
-                                                              empty_class="all_samples")
-    threshold = acceptance = None
-    if logits.val is not None and len(logits.val):
-        val_scores = detector.score(logits.val).numpy()
-        threshold = calibrate_threshold(val_scores, accept_rate)
-        acceptance = float((val_scores < threshold).mean())
-    return JobScores(name, predictions.numpy(), scores.numpy(), logits.is_unknown.numpy(), threshold, acceptance,
+    means = logits.anchors if logits.anchors is not None else fit_anchors(
+        logits.train, logits.train_labels, k, empty_class="all_samples")
+    calibration = result.get("calibration") or {}
+    return JobScores(result.get("detector", "msp" if result.get("method") == "ce" else "cac"),
+                     logits.test_predictions.numpy(), logits.test_scores.numpy(), logits.is_unknown.numpy(),
+                     (result.get("open_set") or {}).get("threshold"), calibration.get("achieved_accept_rate"),
                      means.numpy())
 
 
@@ -138,11 +138,18 @@ class _Job:
         return self.job == self.method
 
     def logits(self) -> Logits | None:
+        """The job's saved logits (read without pickle), None when it saved none; a damaged file raises
+        ``ValueError`` naming it."""
+        from .evaluate import load_logits
+
         path = self.path / "logits.npz"
         if not path.exists():
             return None
-        with np.load(path) as arrays:
-            return Logits.from_npz(arrays)
+        logits = load_logits(path)
+        if logits.test_scores is None or logits.test_predictions is None:
+            raise ValueError(f"{path} holds no stored scores (written by an older classanchor); delete "
+                             f"{self.path / 'result.json'} and run the benchmark again to re-evaluate the job.")
+        return logits
 
     def history(self) -> list | None:
         path = self.path / "history.json"
@@ -529,14 +536,14 @@ def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data
         if logits is None:
             page.note(f"{job.job}: logits.npz is missing, so its plots are skipped.")
             continue
-        scores = job_scores(logits, job.method)
+        scores = job_scores(logits, job.result)
         loaded.append((job, logits, scores))
         if not (scores.is_unknown.any() and not scores.is_unknown.all()):
             page.note(f"{job.job}: the test set lacks known or unknown images, so there is no ROC curve.")
             continue
         curves[f"{job.job}: {SCORE_NAMES[scores.detector]}"] = (scores.scores, scores.is_unknown)
         for name in (d for j, d in studied if j == job.job and d != scores.detector and d in SCORE_NAMES):
-            detector = make_detector(name, **DETECTOR_KWARGS.get(name, {})).fit(logits.train, logits.train_labels)
+            detector = make_detector(name, **DETECTOR_DEFAULTS.get(name, {})).fit(logits.train, logits.train_labels)
             curves[f"{job.job}: {SCORE_NAMES[name]}"] = (detector.score(logits.test).numpy(), scores.is_unknown)
     if curves:
         extra = len(curves) > len(loaded)
@@ -609,35 +616,76 @@ def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list
 
 # ------------------------------------------------------------------------------------------ the API
 
-def _remove_old_figures(out: Path) -> None:
-    """Delete the PNGs an earlier report listed in ``out/summary.json`` (they may not apply any more);
-    nothing else in ``out`` is touched."""
+def _remove_old_figures(out: Path, keep: set[str] = frozenset()) -> None:
+    """Delete the PNGs an earlier report listed in ``out/summary.json`` (they may not apply any more), except
+    those named in ``keep`` (about to be replaced); nothing else in ``out`` is touched."""
     try:
         names = read_json(out / "summary.json").get("figures", []) if (out / "summary.json").exists() else []
-    except ValueError:
+    except (ValueError, AttributeError):
         return
-    for name in names:
-        if isinstance(name, str) and Path(name).name == name and name.endswith(".png"):
+    for name in names if isinstance(names, list) else []:
+        if isinstance(name, str) and Path(name).name == name and name.endswith(".png") and name not in keep:
             (out / name).unlink(missing_ok=True)
 
 
 def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
     """Write the HTML report of a run folder and the PNGs beside it; returns the path of ``index.html``.
 
+    The report is built in a temporary sibling folder (``.<out name>.XXXXXXXX.tmp``) and moved into ``out_dir``
+    only when complete (``index.html`` last, each file with ``os.replace``): a failure (a damaged ``logits.npz``,
+    a full disk) writes nothing and leaves an earlier report as it was.
+
     Args:
         run_dir: a folder written by ``classanchor benchmark`` (or the studies).
         out_dir: where to write (default ``run_dir/report``).
         data_root: where to read the test images for Fig. 5 (default: ``data_root`` of ``config.json``).
-    Raises FileNotFoundError when ``run_dir`` is not a folder; anything else missing only skips its section.
+    Raises FileNotFoundError when ``run_dir`` is not a folder, ValueError when it holds no finished job or a
+    job's files are damaged (naming the file); anything else missing only skips its section.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run} is not a run folder; pass the --out folder of a benchmark run.")
     out = Path(out_dir) if out_dir is not None else run / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_old_figures(out)
-    record = read_json(run / "config.json") if (run / "config.json").exists() else None
+    if not out.name:  # "." or a root: name the folder so the temporary sibling gets a name
+        out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; the report needs a folder (pass another --out).")
     jobs = _find_jobs(run)
+    if not jobs:
+        raise ValueError(f"{run} holds no finished job (no trial*/<job>/result.json): nothing to report; pass the "
+                         "--out folder of a benchmark run that has finished at least one job.")
+    build = temporary_sibling_folder(out)
+    try:
+        _build_report(run, build, jobs, data_root)
+        _move_into(build, out)
+    except OSError as err:
+        if getattr(err, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise write_failure(out, err) from err
+        raise
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return out / "index.html"
+
+
+def _move_into(build: Path, out: Path) -> None:
+    """Put the finished report ``build`` at ``out``: the whole folder when ``out`` does not exist, else file by
+    file (``index.html`` last), removing the figures of the earlier report that this one no longer has."""
+    give_usual_permissions(build, directory=True)  # mkdtemp makes 0700
+    if not out.exists():
+        try:
+            os.replace(build, out)
+            return
+        except OSError:
+            out.mkdir(parents=True, exist_ok=True)  # created meanwhile: fall through to file by file
+    new = {p.name for p in build.iterdir()}
+    _remove_old_figures(out, keep=new)
+    for name in sorted(new - {"index.html"}) + ["index.html"]:
+        os.replace(build / name, out / name)
+
+
+def _build_report(run: Path, out: Path, jobs: list[_Job], data_root) -> None:
+    """Write the report of ``run`` (its finished ``jobs``) into the empty folder ``out``."""
+    record = read_json(run / "config.json") if (run / "config.json").exists() else None
     dataset = (record or {}).get("config", {}).get("dataset") or (jobs[0].result.get("dataset") if jobs else "")
     page = _Page(out)
     page.text(f"Run folder {run.resolve()}; dataset {dataset or 'unknown'}; report written "
@@ -657,9 +705,7 @@ def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
             done, roc[str(trial)] = _trial_section(page, trial, [j for j in jobs if j.trial == trial], config,
                                                    data_root, images_cache, studied.get(trial, []))
             summaries += done
-    if not jobs:
-        page.note("No finished job in this run folder: no per-trial figures.")
     _studies_section(page, run, jobs, study_files)
     write_json(out / "summary.json", {"accept_rate": ACCEPT_RATE, "figures": page.figures, "roc_curves": roc,
                                       "jobs": summaries})
-    return write_text(out / "index.html", page.render(f"classanchor report: {dataset or run.name}"))
+    write_text(out / "index.html", page.render(f"classanchor report: {dataset or run.name}"))

@@ -32,19 +32,20 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ._version import __version__
-from .benchmark import PUBLISHED, job_name, resolve_device, run_job
+from .benchmark import PUBLISHED, job_name, run_job
 from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
 from .detectors import make_detector
-from .evaluate import METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
+from .evaluate import DETECTOR_DEFAULTS, METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
 from .io import git_commit, read_json, write_json, write_text
 from .methods import Method, get_method
+from .pipeline import ACCEPT_RATE, resolve_device
 from .recipes import Recipe, get_recipe
 
 __all__ = [
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 #: Settings that decide what a job folder holds; every study and benchmark sharing a folder must agree.
-TRAINING_KEYS = ("dataset", "recipe", "epochs_scale", "seed", "backbone")
+TRAINING_KEYS = ("dataset", "recipe", "epochs_scale", "seed", "backbone", "backbone_kwargs", "precision")
 #: Detectors of the methods comparison, per training method (the first one of each network is its own score).
 COMPARE_DETECTORS: dict[str, tuple[str, ...]] = {
     "cac": ("cac", "class_mean", "openmax"),
@@ -91,7 +92,7 @@ class StudyConfig:
         data_root: folder with the dataset files (read only when a job must be trained).
         out: run folder; a benchmark's folder to reuse its networks.
         trials: standard trials to evaluate.
-        recipe, epochs_scale, seed, backbone: the training settings (:data:`TRAINING_KEYS`).
+        recipe, epochs_scale, seed, backbone, backbone_kwargs, precision: the training settings (:data:`TRAINING_KEYS`).
         device, compile, eval_batch_size: how to train (do not change the results' identity).
         accept_rate: share of known validation samples accepted by the calibrated threshold.
     """
@@ -106,8 +107,10 @@ class StudyConfig:
     device: str = "auto"
     compile: bool = False
     backbone: str = "classifier32"
+    backbone_kwargs: dict = field(default_factory=dict)
+    precision: str = "auto"
     eval_batch_size: int = 1000
-    accept_rate: float = 0.95
+    accept_rate: float = ACCEPT_RATE
 
     def training(self) -> dict:
         """The :data:`TRAINING_KEYS` of this config, with the dataset's canonical name."""
@@ -140,13 +143,9 @@ def compare_entries(detectors: dict[str, Sequence[str]] | None = None) -> list[E
     return [Entry(get_method(name), d) for name, names in detectors.items() for d in names]
 
 
-def _own_detector(method: Method) -> str:
-    return "msp" if method.name == "ce" else "cac"
-
-
 def ablation_entries(methods: Sequence[str] = ABLATION_METHODS) -> list[Entry]:
     """The ablation: each training method with its own score (CAC family: Eq. 11; cross-entropy: MSP)."""
-    return [Entry(m, _own_detector(m)) for m in (get_method(name) for name in methods)]
+    return [Entry(m, m.detector) for m in (get_method(name) for name in methods)]
 
 
 def sweep_entries(magnitudes: Sequence[float] = SWEEP_MAGNITUDES, weights: Sequence[float] = SWEEP_WEIGHTS) -> list[Entry]:
@@ -215,7 +214,8 @@ class _Jobs:
         job_dir = self.folder / f"trial{trial}" / job_name(method)
         if not (job_dir / "result.json").exists():
             run_job(self.data(trial), self.recipe, method, job_dir, device=self.device, seed=self.config.seed,
-                    backbone=self.config.backbone, compile=self.config.compile,
+                    backbone=self.config.backbone, backbone_kwargs=self.config.backbone_kwargs,
+                    precision=self.config.precision, compile=self.config.compile,
                     eval_batch_size=self.config.eval_batch_size, progress=self.progress)
         result = read_json(job_dir / "result.json")
         expected = {"dataset": self.config.training()["dataset"], "trial": trial, "epochs": self.recipe.total_epochs,
@@ -230,8 +230,17 @@ class _Jobs:
         self._data = None
 
 
-def _evaluate(logits, detector: str, accept_rate: float) -> dict:
-    """The report of one (network, detector), or ``{"error": ...}`` when the detector cannot be fitted."""
+def _evaluate(logits, detector: str, accept_rate: float, result: dict) -> dict:
+    """The report of one (network, detector), or ``{"error": ...}`` when the detector cannot be fitted.
+
+    The job's own score at the job's accept rate is read from its ``result.json`` (computed once, by the
+    pipeline); any other detector or accept rate is fitted on the saved logits.
+    """
+    own = result.get("open_set")
+    if own is not None and detector == result.get("detector") and accept_rate == result.get("calibration", {}).get(
+            "target_accept_rate"):
+        return {**own, "unknown_confusion": dict(own["unknown_confusion"]), "accept_rate": accept_rate,
+                "detector_repr": repr(make_detector(detector, **DETECTOR_DEFAULTS.get(detector, {})))}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -278,7 +287,7 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
             result, job_dir = results[method]
             logits = load_logits(job_dir / "logits.npz")
             for entry in (e for e in entries if e.method == method):
-                report = _evaluate(logits, entry.detector, config.accept_rate)
+                report = _evaluate(logits, entry.detector, config.accept_rate, result)
                 if "unknown_confusion" in report:
                     confusion[entry.key] = {"threshold": report["threshold"], **report.pop("unknown_confusion"),
                                             "totals": _unknown_totals(logits)}

@@ -30,6 +30,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "autocast_for",
+    "resolve_precision",
+    "PRECISIONS",
     "bf16_is_fast",
     "prepare_network",
     "to_memory_format",
@@ -46,6 +48,8 @@ CHANNELS_LAST_DEVICES: frozenset[str] = frozenset({"cuda", "cpu"})
 #: classifier32 2.6-3.3x and evaluates it 2.2-2.7x faster than float32 (both NHWC); evaluating a trained MNIST
 #: model in bf16 changed its AUROC by 3e-5 and its accuracy not at all.
 CPU_BF16_AUTOCAST = True
+#: Names accepted by ``--precision`` and :attr:`TrainConfig.precision`.
+PRECISIONS = ("auto", "float32", "bf16")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,8 +85,8 @@ class TrainConfig:
         weight_decay: L2 penalty of SGD (paper Table 4 / reference code: 5e-6 for MNIST, SVHN, CIFAR10).
         momentum, nesterov: SGD momentum (0.9 in the reference code).
         restart_from_best: start each stage after the first from the previous stage's best checkpoint.
-        amp: bfloat16 autocast where it is faster (:func:`bf16_is_fast`: CUDA, and CPUs with AMX units);
-            float32 elsewhere. ``False``: float32 everywhere.
+        precision: ``"auto"`` (bfloat16 autocast where it is faster, :func:`bf16_is_fast`: CUDA and CPUs with
+            AMX units; float32 elsewhere), ``"float32"`` or ``"bf16"`` (forced; see :func:`resolve_precision`).
         compile: wrap the network in ``torch.compile``; falls back to eager with a warning if it fails
             (no C++ compiler, unsupported platform, ...).
         channels_last: NHWC memory format for the network and 4-d inputs; ``None`` (default) picks the
@@ -95,7 +99,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     restart_from_best: bool = True
-    amp: bool = True
+    precision: str = "auto"
     compile: bool = False
     channels_last: bool | None = None
     check_every: int = 25
@@ -134,10 +138,24 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     return device.type == "cpu" and CPU_BF16_AUTOCAST and _cpu_has_amx_bf16()
 
 
-def autocast_for(device: torch.device | str, amp: bool):
-    """bfloat16 autocast when ``amp`` and :func:`bf16_is_fast` on ``device``; a no-op context elsewhere."""
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`bf16_is_fast` on ``device``, else ``"float32"``; the others as given.
+
+    The resolved name is what result.json records, so runs before and after a change of the rule can be told apart.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "float32"
+    return precision
+
+
+def autocast_for(device: torch.device | str, amp: bool | None = None):
+    """bfloat16 autocast when ``amp`` is True, none when False; ``None`` = where :func:`bf16_is_fast`."""
     device = torch.device(device)
-    if amp and bf16_is_fast(device):
+    if amp is None:
+        amp = bf16_is_fast(device)
+    if amp:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -257,6 +275,19 @@ def validate(net: CACNet, forward, method: Method, loader: Iterable, device: tor
             "val_accuracy": float(correct) / count}
 
 
+def _load_state(path: Path, device: torch.device) -> dict:
+    """The resume state at ``path``, read with ``weights_only=True``: tensors, numbers, strings and containers
+    only, so a crafted state.pt in a shared or downloaded run folder cannot run code."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
+        raise ValueError(f"{path} is not a readable classanchor resume state ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]}); delete it to train this job from the start.") from None
+    if not isinstance(state, dict) or not {"model", "stage", "epoch", "result"} <= set(state):
+        raise ValueError(f"{path} is not a classanchor resume state; delete it to train this job from the start.")
+    return state
+
+
 def _loader_state(loader) -> dict | None:
     return loader.state_dict() if hasattr(loader, "state_dict") else None
 
@@ -293,8 +324,9 @@ def train(
     device = torch.device(device)
     net.to(device)
     channels_last = use_channels_last(config.channels_last, device)
+    amp = resolve_precision(config.precision, device) == "bf16"
     state_path = Path(state_path) if state_path is not None else None
-    state = torch.load(state_path, map_location=device, weights_only=False) if state_path and state_path.exists() else None
+    state = _load_state(state_path, device) if state_path and state_path.exists() else None
     result = TrainResult()
     start_stage, start_epoch = 0, 0
     best_state, best_metric = None, math.nan
@@ -337,7 +369,7 @@ def train(
             epoch_start = time.perf_counter()
             for step, (x, y) in enumerate(train_loader):
                 lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (a Python float: no sync)
-                batch = train_step(net, forward, method, optimizer, x, y, device=device, amp=config.amp,
+                batch = train_step(net, forward, method, optimizer, x, y, device=device, amp=amp,
                                    channels_last=channels_last, scheduler=scheduler)
                 loss_sum, correct = loss_sum + batch.loss_sum, correct + batch.correct
                 seen += y.shape[0]
@@ -358,7 +390,7 @@ def train(
                       "lr": lr,  # of the epoch's last step
                       "train_loss": float(loss_sum) / seen, "train_accuracy": float(correct) / seen,
                       "train_images_per_s": seen / max(train_seconds, 1e-9)}
-            record.update(validate(net, forward, method, val_loader, device, config.amp, channels_last))
+            record.update(validate(net, forward, method, val_loader, device, amp, channels_last))
             metric = record[method.checkpoint_metric]
             if _is_better(metric, best_metric, method.checkpoint_mode):
                 best_metric, best_state = metric, copy.deepcopy(net.state_dict())

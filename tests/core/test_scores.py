@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -34,12 +36,75 @@ def test_softmin_and_rejection_scores_match_explicit_equations(seed):
         assert abs(float(score[i]) - min(row)) < 1e-6
 
 
-def test_prediction_is_argmin_rejection_not_argmin_distance():
-    # Eq. 11 can order classes differently from the raw distances when distances are close to 0.
-    d = torch.tensor([[0.3, 0.5, 30.0]], dtype=torch.float64)
-    s = torch.tensor([ref.rejection(d[0].tolist())], dtype=torch.float64)
-    prediction, _ = cac_decision(d)
-    assert int(prediction) == int(s.argmin())
+def _dominant_rows(n, k, gap, seed):
+    """n rows of k distances: one small distance in [0.5, 2] at a random place, the others ``gap`` further."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.rand(n, k, generator=g, dtype=torch.float64) * (gap[1] - gap[0]) + gap[0]
+    nearest = torch.randint(0, k, (n,), generator=g)
+    small = 0.5 + 1.5 * torch.rand(n, generator=g, dtype=torch.float64)
+    d += small.unsqueeze(1)
+    d[torch.arange(n), nearest] = small
+    return d
+
+
+@pytest.mark.parametrize("k", [2, 6, 20])
+def test_float32_scores_of_confidently_known_samples_keep_their_precision(k):
+    # One anchor much nearer than the others: 1 - c is ~e^-16 ~ 1e-7 at the nearest anchor, where the literal
+    # 1 - softmin(d) cancels in float32. Reference: the explicit Eq. 11 loop in float64 on the same float32
+    # values (its own cancellation error is ~1e-16 absolute on 1 - c, i.e. ~1e-9 relative here).
+    d32 = _dominant_rows(300, k, (14.0, 18.0), seed=k).float()
+    expected = torch.tensor([ref.rejection(row) for row in d32.double().tolist()], dtype=torch.float64)
+    assert 1e-8 < float(expected.min(1).values.median()) < 1e-5  # the scores this test is about
+    s = rejection_scores(d32)
+    assert s.dtype == torch.float32
+    # left: the float32 rounding of d_j - d_min (~18 * 6e-8 relative), exp and the divisions
+    torch.testing.assert_close(s.double(), expected, rtol=1.5e-6, atol=0)
+    _, score = cac_decision(d32)
+    torch.testing.assert_close(score.double(), expected.min(1).values, rtol=1.5e-6, atol=0)
+    # the test can fail: the literal float32 formula is off by more than 1% on these rows
+    literal = ((1.0 - softmin_confidences(d32)) * d32).double()
+    assert float(((literal - expected).abs() / expected).max()) > 1e-2
+
+
+def test_prediction_and_score_are_argmin_and_min_of_eq11_not_of_the_distances():
+    # Near 0 the rejection score is far below the distance: s_0 = 0.3 * (1 - c_0) ~ 0.135, not d_0 = 0.3.
+    d = torch.tensor([[0.3, 0.5, 30.0], [7.0, 2.0, 2.5], [4.0, 3.0, 9.0]], dtype=torch.float64)
+    prediction, score = cac_decision(d)
+    for i, row in enumerate(d.tolist()):
+        s = ref.rejection(row)  # Eq. 11, explicit loop
+        assert int(prediction[i]) == s.index(min(s))
+        assert abs(float(score[i]) - min(s)) < 1e-12
+        assert min(row) - float(score[i]) > 0.01  # a "min distance" score would fail here
+    others = math.exp(-0.5) + math.exp(-30)  # 1 - c_0 = sum_{j != 0} e^{-d_j} / sum_j e^{-d_j}
+    assert float(score[0]) == pytest.approx(0.3 * others / (math.exp(-0.3) + others), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_argmin_rejection_equals_argmin_distance_for_nonnegative_distances(dtype):
+    """Property (proved in ``scores.rejection_scores``): for d >= 0, s_k = d_k (1 - c_k) is strictly
+    increasing in d_k, so argmin s = argmin d. Seeded sweep over near-zero, near-tied and far-apart distances:
+    the float64 explicit loop must agree, and so must the implementation. So a wrong "argmin d" implementation
+    shows only in the score, which the test above checks."""
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for scale in (1e-3, 0.1, 1.0, 5.0, 30.0):
+        rows.append(torch.rand(400, 5, generator=g, dtype=torch.float64) * scale)
+    base = torch.rand(400, 1, generator=g, dtype=torch.float64) * 3
+    rows.append(base + torch.rand(400, 5, generator=g, dtype=torch.float64) * 1e-3)  # near ties
+    zero = torch.zeros(50, 1, dtype=torch.float64)  # a sample on its anchor
+    rows.append(torch.cat([zero, torch.rand(50, 3, generator=g, dtype=torch.float64)], 1))
+    for d in rows:
+        for row in d.tolist():
+            s = ref.rejection(row)
+            assert s.index(min(s)) == row.index(min(row))
+        d = d.to(dtype)
+        s = rejection_scores(d)
+        prediction, _ = cac_decision(d)
+        # in float32 near-tied scores may round to one value: compare the picked distance, not the index
+        picked = d.gather(1, prediction.unsqueeze(1)).squeeze(1)
+        rtol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(picked, d.min(1).values, rtol=rtol, atol=0)
+        assert (s >= 0).all()
 
 
 def test_baseline_scores_are_higher_for_less_confident_inputs():

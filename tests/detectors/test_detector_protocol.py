@@ -122,4 +122,4 @@ def test_class_mean_detector_matches_a_loop(prediction):
 
 def test_repr_lists_the_parameters():
     assert repr(OpenMaxDetector(tail_size=5)) == (
-        "OpenMaxDetector(tail_size=5, alpha_rank=10, distance='euclidean', translate_amount=10000.0)")
+        "OpenMaxDetector(tail_size=5, alpha_rank=10, distance='euclidean', translate_amount=1.0)")

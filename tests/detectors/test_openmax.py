@@ -42,7 +42,7 @@ def openmax_by_loop(detector, v):
     return [e / sum(exps) for e in exps]
 
 
-@pytest.mark.parametrize("translate_amount, tolerance", [(10000.0, 1e-2), (None, 1e-6)])
+@pytest.mark.parametrize("translate_amount, tolerance", [(1.0, 1e-6), (10000.0, 1e-2), (None, 1e-6)])
 def test_toy_problem_far_point_rejected_point_at_mean_accepted(translate_amount, tolerance):
     train, labels = clusters()
     detector = OpenMaxDetector(translate_amount=translate_amount).fit(train, labels)  # alpha 10 -> K = 3
@@ -50,7 +50,8 @@ def test_toy_problem_far_point_rejected_point_at_mean_accepted(translate_amount,
     far = torch.tensor([[25.0, 20.0, 15.0]])
     unknown_prime, known_prime = detector.recalibrated(at_mean)
     # the top class of a point at its MAV keeps its activation: w = 1 - CDF(0) ~ 1 (exactly 1 without
-    # libMR's translation; with it, CDF(0) is small but not 0 as the tail is moved to 10000)
+    # libMR's translation and with its default 1, as min(tail) > 1 here; with a translation of 10000, CDF(0)
+    # is small but not 0)
     assert abs(known_prime[0, 1] / at_mean[0, 1] - 1) < tolerance
     assert unknown_prime[0] < 0.1 * known_prime[0, 1]
     p_mean, p_far = detector.probabilities(at_mean)[0], detector.probabilities(far)[0]
@@ -62,7 +63,7 @@ def test_toy_problem_far_point_rejected_point_at_mean_accepted(translate_amount,
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "eucos"])
-@pytest.mark.parametrize("translate_amount", [10000.0, None])
+@pytest.mark.parametrize("translate_amount", [1.0, 10000.0, None])
 def test_recalibration_matches_the_loop(distance, translate_amount):
     num_classes = 5
     train, labels = clusters(num_classes, per_class=30, noise=2.0, seed=1)
@@ -84,8 +85,8 @@ def test_recalibration_matches_the_loop(distance, translate_amount):
         shift = 0.0 if translate_amount is None else translate_amount - tail[0]
         shape, _, scale = weibull_min.fit(tail + shift, floc=0)
         assert detector.shifts_[k] == pytest.approx(shift, rel=1e-9, abs=1e-9)
-        # shapes reach 1e5 after libMR's translation, where scipy's optimiser stops early: ours fits at least
-        # as well (log-likelihood) and agrees closely
+        # shapes reach 1e5 after a translation of 10000, where scipy's optimiser stops early: ours fits at
+        # least as well (log-likelihood) and agrees closely
         assert detector.shapes_[k] == pytest.approx(shape, rel=1e-2)
         assert detector.scales_[k] == pytest.approx(scale, rel=1e-5)
         ours = weibull_min.logpdf(tail + shift, detector.shapes_[k], scale=detector.scales_[k]).sum()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_run_options, default_out
+
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
@@ -25,16 +27,14 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _config(args: argparse.Namespace):
-    from ..benchmark import parse_trials
     from ..data.splits import get_benchmark
     from ..studies import StudyConfig
 
     dataset = get_benchmark(args.dataset).name
-    out = args.out or f"runs/{dataset.lower().replace('+', 'plus')}"
-    return StudyConfig(dataset=dataset, data_root=args.data_root, out=out, trials=parse_trials(args.trials),
-                       recipe=args.recipe, epochs_scale=args.epochs_scale, seed=args.seed, backbone=args.backbone,
-                       device=args.device,
-                       compile=args.compile, accept_rate=args.accept_rate)
+    return StudyConfig(dataset=dataset, data_root=args.data_root, out=args.out or default_out(dataset),
+                       trials=args.trials, recipe=args.recipe, epochs_scale=args.epochs_scale, seed=args.seed,
+                       backbone=args.backbone, backbone_kwargs=args.backbone_kwargs, precision=args.precision,
+                       device=args.device, compile=args.compile, accept_rate=args.accept_rate)
 
 
 def _finish(config, table: str) -> int:
@@ -68,22 +68,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser, trials: str) -> None:
-    parser.add_argument("dataset", help="MNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet")
-    parser.add_argument("--data-root", required=True, help="folder with the dataset files (read only to train)")
-    parser.add_argument("--trials", default=trials, help=f"standard trials, e.g. 0-4 or 0,2 (default {trials})")
-    parser.add_argument("--recipe", default="paper", help="training recipe (default: paper)")
-    parser.add_argument("--epochs-scale", type=float, default=1.0,
-                        help="multiply every stage's epochs by this (e.g. 0.03 for a CPU run); the table says so")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backbone", default="classifier32",
-                        help="backbone registry name (default classifier32, the paper's network)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--compile", action="store_true", help="use torch.compile (falls back if unsupported)")
+    add_run_options(parser, trials, "run folder (default runs/<dataset>, the benchmark's); re-running resumes it "
+                                    "and networks already trained there are reused")
     parser.add_argument("--accept-rate", type=float, default=0.95,
                         help="share of known validation images the calibrated threshold accepts (default 0.95)")
-    parser.add_argument("--out", help="run folder (default runs/<dataset>, the benchmark's); re-running resumes it "
-                                      "and networks already trained there are reused")
-    parser.add_argument("--no-progress", action="store_true")
 
 
 # The studies' defaults, written out here so that ``classanchor --help`` does not import torch;

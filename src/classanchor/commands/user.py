@@ -11,40 +11,22 @@ import argparse
 import json
 import sys
 
+from ._options import add_device, add_model_training, add_progress, finite_float, names, positive_int
+
 __all__ = ["add_parser"]
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-def _kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--backbone-kwargs must be a JSON object like '{{\"dropout\": 0.3}}' ({err}).") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--backbone-kwargs must be a JSON object, got {text!r}.")  # noqa: TRY004 - the CLI reports ValueError
-    return value
-
-
 def _train(args: argparse.Namespace) -> int:
-    from ..user_data import UserTrainConfig, train_on_folder
+    from ..folder_training import FolderTrainConfig, train_on_folder
 
-    config = UserTrainConfig(
-        data=args.data, out=args.out, known=_names(args.known), unknown=_names(args.unknown) or (),
+    config = FolderTrainConfig(
+        data=args.data, out=args.out, known=names(args.known), unknown=names(args.unknown) or (),
         epochs=args.epochs, image_size=args.image_size, channels=args.channels, backbone=args.backbone,
-        backbone_kwargs=_kwargs(args.backbone_kwargs), accept_rate=args.accept_rate, threshold=args.threshold,
+        backbone_kwargs=args.backbone_kwargs, accept_rate=args.accept_rate, threshold=args.threshold,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, max_per_class=args.max_per_class,
-        batch_size=args.batch_size, lr=args.lr, flip=not args.no_flip, seed=args.seed, device=args.device)
-    try:
-        _, metrics = train_on_folder(config, progress=not args.no_progress)
-    except ImportError as err:
-        raise ValueError(str(err)) from None
+        batch_size=args.batch_size, lr=args.lr, flip=not args.no_flip, seed=args.seed, device=args.device,
+        precision=args.precision)
+    _, metrics = train_on_folder(config, progress=not args.no_progress)
     print(_train_summary(metrics))
     print(f"Run folder: {args.out}/  (open-set model: {args.out}/model)")
     return 0
@@ -84,14 +66,14 @@ def _eval_line(r: dict) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..benchmark import resolve_device
+    from ..pipeline import resolve_device
     from ..io import write_json
     from ..predictor import OpenSetPredictor
 
     predictor = OpenSetPredictor.load(args.model, device=resolve_device(args.device))
     if args.threshold is not None:
         predictor.threshold = args.threshold
-    report = predictor.evaluate(args.data, _names(args.known), _names(args.unknown), batch_size=args.batch_size,
+    report = predictor.evaluate(args.data, names(args.known), names(args.unknown), batch_size=args.batch_size,
                                 progress=not args.no_progress)
     print(f"model {args.model}: {len(predictor.class_names)} classes, threshold {predictor.threshold:.4f}")
     print(_eval_line(report))
@@ -138,7 +120,7 @@ def format_json(result, model: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..benchmark import resolve_device
+    from ..pipeline import resolve_device
     from ..io import write_text
     from ..predictor import OpenSetPredictor
 
@@ -172,25 +154,21 @@ def add_parser(subparsers) -> None:
     train.add_argument("--out", required=True, help="run folder to write (re-running resumes it)")
     train.add_argument("--known", help="comma list of known classes (default: every class not in --unknown)")
     train.add_argument("--unknown", help="comma list of classes held out to measure rejection (never trained on)")
-    train.add_argument("--epochs", type=int, default=30, help="total epochs, 3/4 at --lr then 1/4 at lr/10 (default 30)")
+    train.add_argument("--epochs", type=positive_int, default=30, help="total epochs, 3/4 at --lr then 1/4 at lr/10 (default 30)")
     train.add_argument("--image-size", type=int, default=32,
                        help="images are stretched to SxS (default 32; classifier32 needs a multiple of 8)")
     train.add_argument("--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: 1 if all images are grey)")
-    train.add_argument("--backbone", default="classifier32",
-                       help="classifier32 (default), mlp, torchvision:<name>, timm:<name>")
-    train.add_argument("--backbone-kwargs", help="JSON object of backbone keyword arguments, e.g. '{\"dropout\": 0.3}'")
     train.add_argument("--accept-rate", type=float, default=0.95,
                        help="share of known validation images the threshold accepts (default 0.95)")
-    train.add_argument("--threshold", type=float, help="fixed threshold instead of calibrating one")
+    train.add_argument("--threshold", type=finite_float, help="fixed threshold instead of calibrating one")
     train.add_argument("--val-fraction", type=float, default=0.1, help="per-class validation share (default 0.1)")
     train.add_argument("--test-fraction", type=float, default=0.2, help="per-class test share (default 0.2)")
     train.add_argument("--max-per-class", type=int, help="use at most N images per class (seeded random subset)")
-    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--batch-size", type=positive_int, default=128)
     train.add_argument("--lr", type=float, default=0.01, help="stage-1 learning rate (default 0.01)")
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for text or digits)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
-    train.add_argument("--no-progress", action="store_true")
+    add_model_training(train)
+    add_progress(train)
     train.set_defaults(func=_train)
 
     ev = subparsers.add_parser("evaluate", help="open-set metrics of a saved model on a labelled image folder")
@@ -198,11 +176,11 @@ def add_parser(subparsers) -> None:
     ev.add_argument("data", help="labelled image folder, zip, or archive.zip/inner/folder")
     ev.add_argument("--known", help="comma list of known classes (default: the model's classes found in DATA)")
     ev.add_argument("--unknown", help="comma list of unknown classes (default: every other class folder in DATA)")
-    ev.add_argument("--threshold", type=float, help="override the model's threshold")
+    ev.add_argument("--threshold", type=finite_float, help="override the model's threshold")
     ev.add_argument("--output", help="also write the metrics as JSON to this file")
-    ev.add_argument("--batch-size", type=int, default=256)
-    ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
-    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--batch-size", type=positive_int, default=256)
+    add_device(ev)
+    add_progress(ev)
     ev.set_defaults(func=_evaluate)
 
     pr = subparsers.add_parser("predict", help="known class or 'unknown' for image files, folders or zips")
@@ -210,8 +188,8 @@ def add_parser(subparsers) -> None:
     pr.add_argument("paths", nargs="+", help="image files, folders, zips, or archive.zip/inner/folder")
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
     pr.add_argument("--output", help="write the predictions to this file (atomically) instead of the terminal")
-    pr.add_argument("--threshold", type=float, help="override the model's threshold")
-    pr.add_argument("--batch-size", type=int, default=256)
-    pr.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
-    pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--threshold", type=finite_float, help="override the model's threshold")
+    pr.add_argument("--batch-size", type=positive_int, default=256)
+    add_device(pr)
+    add_progress(pr)
     pr.set_defaults(func=_predict)

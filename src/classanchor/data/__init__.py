@@ -1,5 +1,11 @@
-"""Data: readers of the official dataset formats, open-set splits, and the on-device loader.
+"""Data: every image file read, decoded and split; open-set splits; the on-device loader.
 
-Import from the submodules (``classanchor.data.readers``, ``classanchor.data.splits``,
-``classanchor.data.loader``, ``classanchor.data.augment``).
+Import from the submodules. From file to pixels, one path:
+
+- ``sources``: where files come from (folders, zips, folders and files inside zips); ``IMAGE_SUFFIXES``;
+- ``decode``: files -> uint8 pixels (modes, EXIF, the resize rule), error policy ``"raise"`` or ``"skip"``;
+- ``readers`` (facade) and ``formats/``: the benchmark datasets' official formats, cached by ``cache``;
+- ``folders``: your own image folders (one sub-folder per class), split for training;
+- ``imageset``: ``ImageSet`` and ``DataError``; ``preprocess``: pixels -> network input;
+- ``splits``, ``loader``, ``augment``: open-set splits, the on-device loader and augmentation.
 """

@@ -49,6 +49,9 @@ __all__ = [
     "compute_mean_std",
     "eval_transform",
     "normalize",
+    "normalize_pixels",
+    "RESIZE_RULE",
+    "resize_pixels",
     "reference_sample_params",
     "sample_crop_params",
     "sample_params",
@@ -278,10 +281,15 @@ def _cached_norm_coeffs(
     return scale.to(device), shift.to(device)
 
 
+def normalize_pixels(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """(B, C, H, W) uint8 (or float in [0, 255]) -> float32 ``(x / 255 - mean) / std`` per channel."""
+    scale, shift = _cached_norm_coeffs(tuple(mean), tuple(std), int(x.shape[1]), x.device)
+    return x.float().mul_(scale).sub_(shift) if x.dtype != torch.float32 else x * scale - shift
+
+
 def normalize(x: Tensor, spec: AugmentSpec) -> Tensor:
     """(B, C, H, W) float in uint8 units [0, 255] -> (x / 255 - mean) / std, float32."""
-    scale, shift = _norm_coeffs(spec, x.shape[1], x.device)
-    return x.float() * scale - shift
+    return normalize_pixels(x, spec.mean, spec.std)
 
 
 def apply_params(
@@ -323,20 +331,33 @@ def augment_batch(
     return apply_params(x, params, spec, layout)
 
 
+RESIZE_RULE = ("bilinear resize to S x S (torch.nn.functional.interpolate, align_corners=False, antialiased when "
+               "shrinking) rounded to uint8; images already S x S are unchanged")
+
+
+def resize_pixels(images: Tensor, size: int) -> Tensor:
+    """uint8 ``(B, C, H, W)`` -> uint8 ``(B, C, size, size)`` by :data:`RESIZE_RULE` (the only resize at test time).
+
+    Every output pixel depends only on its own image, so the result does not depend on the batch it is in.
+    """
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    if images.dtype != torch.uint8:
+        raise TypeError(f"resize_pixels expects uint8 pixels, got {images.dtype}.")
+    shrink = h > size or w > size
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def eval_transform(images: Tensor, spec: AugmentSpec, layout: str | None = None) -> Tensor:
-    """Deterministic transform: resize to S x S (bilinear; antialiased when shrinking) + normalise.
+    """Deterministic transform, the one of :class:`classanchor.data.preprocess.Preprocessing`: resize to
+    S x S by its ``RESIZE_RULE`` (bilinear, antialiased when shrinking, rounded to uint8), then normalise.
 
     uint8 (B, C, H, W) / (B, H, W, C) / (B, H, W) -> float32 (B, C, S, S), e.g. MNIST 28 px -> 32 px.
     """
-    x = to_nchw(torch.as_tensor(images), layout).float()
-    h, w = x.shape[-2:]
-    if (h, w) != (spec.size, spec.size):
-        shrink = h > spec.size or w > spec.size
-        x = F.interpolate(
-            x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=shrink
-        )
-    scale, shift = _norm_coeffs(spec, x.shape[1], x.device)
-    return (x * scale).sub_(shift).contiguous()  # out of place: x may be the caller's float tensor
+    x = resize_pixels(to_nchw(torch.as_tensor(images), layout), spec.size)
+    return normalize_pixels(x, spec.mean, spec.std).contiguous()
 
 
 # ------------------------------------------------------------------------------------------- statistics

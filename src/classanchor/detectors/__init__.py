@@ -54,7 +54,7 @@ def make_detector(name: str, **kwargs) -> Detector:
     """A new, unfitted detector by registry name; ``kwargs`` go to its constructor.
 
     >>> make_detector("openmax", tail_size=20, alpha_rank=10)
-    OpenMaxDetector(tail_size=20, alpha_rank=10, distance='euclidean', translate_amount=10000.0)
+    OpenMaxDetector(tail_size=20, alpha_rank=10, distance='euclidean', translate_amount=1.0)
     """
     key = _ALIASES.get(name, name)
     if key not in DETECTORS:

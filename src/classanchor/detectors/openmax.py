@@ -58,8 +58,9 @@ class OpenMaxDetector(Detector):
         tail_size: largest distances per class for the Weibull fit (OpenMax paper: 20).
         alpha_rank: number of top classes recalibrated (OpenMax paper: 10; clipped to K).
         distance: ``"euclidean"`` (default) or ``"eucos"`` (euclidean / 200 + cosine distance).
-        translate_amount: libMR's translation of the tail before the fit (10000, its default);
-            ``None`` fits the raw distances.
+        translate_amount: libMR's translation of the tail before the fit: its smallest distance is moved
+            to this value (default 1, libmr 0.1.9's default, see :mod:`.weibull`); ``None`` fits the raw
+            distances.
     Fallback: a class with ``3 <= n < tail_size`` correctly classified training samples is fitted on all
     ``n`` distances (a :class:`SmallTailWarning` says so; ``tail_sizes_`` records it); ``n < 3`` raises
     :class:`~classanchor.OpenSetInputError` naming the class.

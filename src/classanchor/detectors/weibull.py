@@ -1,11 +1,19 @@
 """Extreme-value (Weibull) models of the largest distances, as OpenMax uses them; numpy/scipy, no libMR.
 
-libMR's ``FitHigh`` (used by the OpenMax code as ``libmr.MR().fit_high(tail, len(tail))``) does this:
-take the ``tail_size`` largest values, translate them by ``shift = translate_amount - min(tail)`` (libMR's
-default ``translate_amount`` is 10000, so the smallest tail value lands on 10000), fit a two-parameter
-Weibull (location 0) by maximum likelihood, and evaluate ``CDF(x) = 1 - exp(-((x + shift) / scale)^shape)``.
-:func:`fit_weibull_tail` reproduces that; ``translate_amount=None`` fits the raw tail instead
-(``shift = 0``, i.e. ``scipy.stats.weibull_min.fit(tail, floc=0)``).
+libMR's ``FitHigh`` (used by the OpenMax code as ``libmr.MR().fit_high(tail, len(tail))``) does this
+(libmr 0.1.9 from PyPI, ``libMR/MetaRecognition.cpp``, ``EvtGeneric`` and ``CDF``): sort descending, take
+the ``fitting_size`` largest values, translate them by ``shift = translate_amount - small_score`` where
+``small_score = min(tail)`` (so the smallest tail value lands on ``translate_amount``), fit a two-parameter
+Weibull (location 0) by maximum likelihood (``weibull_fit``, root-finding tolerance 1e-6), and evaluate
+``w_score(x) = CDF(x) = 1 - exp(-((x + shift) / scale)^shape)``, 0 where ``x + shift < 0`` (``sign = +1``
+for ``FitHigh``). ``translate_amount`` is 1 by default in libmr 0.1.9 (the ``MetaRecognition``
+constructor's ``int translate_amount=1`` and the Python binding's ``MR(..., translate_amount=1)``), which
+is what OpenMax implementations get from ``libmr.MR()``. :func:`fit_weibull_tail` reproduces this with the
+same default (``LIBMR_TRANSLATE_AMOUNT = 1``): on OpenMax-like distance samples its CDFs equal libmr 0.1.9's
+``w_score`` within 1.3e-6 (shape and scale within 4e-6 relative: libMR's root-finding tolerance; ours is
+1e-14). Earlier versions of this module used 10000, which is not libMR's default.
+``translate_amount=None`` fits the raw tail instead (``shift = 0``, i.e.
+``scipy.stats.weibull_min.fit(tail, floc=0)``). libMR refuses a tail longer than the data; we use all of it.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from scipy.optimize import brentq
 
 __all__ = ["WeibullTail", "fit_weibull", "fit_weibull_tail", "weibull_cdf"]
 
-LIBMR_TRANSLATE_AMOUNT = 10000.0
+#: libmr 0.1.9's default ``translate_amount`` (MetaRecognition.cpp / MetaRecognition.h; an int there).
+LIBMR_TRANSLATE_AMOUNT = 1.0
 
 
 def fit_weibull(samples) -> tuple[float, float]:
@@ -26,7 +35,7 @@ def fit_weibull(samples) -> tuple[float, float]:
 
     Same estimate as ``scipy.stats.weibull_min.fit(samples, floc=0)[0::2]`` (and libMR's ``weibull_fit``).
     The shape ``k`` solves the profile-likelihood equation, written scale-free with ``y = x / max(x)``
-    so that ``y^k`` never overflows (shapes in the thousands are usual after libMR's translation):
+    so that ``y^k`` never overflows (shapes reach the thousands with a large ``translate_amount``):
     ``sum(y^k ln y) / sum(y^k) - 1/k - mean(ln y) = 0``; then ``scale = max(x) * mean(y^k)^(1/k)``.
 
     Args:
@@ -85,7 +94,8 @@ def fit_weibull_tail(values, tail_size: int, translate_amount: float | None = LI
     Args:
         values: (n,) values (OpenMax: distances of correctly classified training logits to their class mean).
         tail_size: how many of the largest values to fit.
-        translate_amount: libMR's translation (default 10000); ``None`` fits the raw tail (shift 0).
+        translate_amount: libMR's translation: ``min(tail)`` is moved to this value before the fit
+            (default 1, libmr 0.1.9's default); ``None`` fits the raw tail (shift 0).
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     if tail_size < 2:

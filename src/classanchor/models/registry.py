@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from classanchor.models.classifier32 import Classifier32
+from classanchor.models.small_cnn import SmallCNN
 
 __all__ = ["MLP", "available_backbones", "build_backbone", "register_backbone"]
 
@@ -160,8 +161,12 @@ def _build_mlp(name: str, num_classes: int, in_channels: int, image_size: int, *
     return MLP(num_classes, in_channels, image_size, **kw)
 
 
+def _build_small_cnn(name: str, num_classes: int, in_channels: int, image_size: int, **kw) -> nn.Module:
+    return SmallCNN(num_classes, in_channels, image_size, **kw)
+
+
 Factory = Callable[..., nn.Module]
-_REGISTRY: dict[str, Factory] = {"classifier32": _build_classifier32, "mlp": _build_mlp}
+_REGISTRY: dict[str, Factory] = {"classifier32": _build_classifier32, "mlp": _build_mlp, "small_cnn": _build_small_cnn}
 _PREFIXES: dict[str, Factory] = {"torchvision": _build_torchvision, "timm": _build_timm}
 
 
@@ -188,4 +193,8 @@ def build_backbone(
         return _PREFIXES[prefix](model_name, num_classes, in_channels, image_size, **kw)
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; available: {available_backbones()}")
-    return _REGISTRY[name](name, num_classes, in_channels, image_size, **kw)
+    try:
+        return _REGISTRY[name](name, num_classes, in_channels, image_size, **kw)
+    except TypeError as err:  # an argument the backbone does not take
+        raise ValueError(f"backbone {name!r} cannot be built with arguments {kw} ({err}); check --backbone-kwargs "
+                         "(names and types).") from None

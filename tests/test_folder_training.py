@@ -1,4 +1,5 @@
-"""End to end on a small image folder: train, save, load in a fresh process, predict, evaluate."""
+"""classanchor.folder_training: the default recipe, and end to end on a small image folder: train, save, load in a
+fresh process, predict, evaluate."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 
 from classanchor.cli import main
 from classanchor.metrics import calibrate_threshold
-from classanchor.user_data import UserTrainConfig, load_user_data, train_on_folder
+from classanchor.data.folders import load_user_data
+from classanchor.folder_training import FolderTrainConfig, train_on_folder, user_recipe
 
-from .test_user_data import write_image_folder
+from .helpers.files import write_image_folder
 
 KNOWN = ("red", "green", "stripes")
 SPLIT = {"val_fraction": 0.25, "test_fraction": 0.25}
@@ -33,7 +35,7 @@ def test_train_save_load_in_a_fresh_process_predict_and_evaluate(tmp_path, capsy
 def _train(root):
     data = write_image_folder(root / "data", per_class=16)
     (data / "red" / "notes.txt").write_text("not an image")
-    config = UserTrainConfig(data=str(data), out=str(root / "run"), known=KNOWN, unknown=("blue",), epochs=3,
+    config = FolderTrainConfig(data=str(data), out=str(root / "run"), known=KNOWN, unknown=("blue",), epochs=3,
                              image_size=16, batch_size=8, device="cpu", **SPLIT)
     predictor, metrics = train_on_folder(config, progress=False)
     return SimpleNamespace(root=root, data=data, predictor=predictor, metrics=metrics)
@@ -124,3 +126,11 @@ def test_bad_training_input_writes_nothing(tmp_path, capsys):
         assert main(["train", str(data), "--backbone", "torchvision:resnet18", "--out", str(tmp_path / "run"),
                      "--no-progress"]) == 2
         assert "pip install classanchor[vision]" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_user_recipe_splits_epochs_three_to_one_like_the_paper():
+    assert [(s.epochs, s.lr) for s in user_recipe(30).stages] == [(22, 0.01), (8, 0.001)]
+    assert [s.epochs for s in user_recipe(3).stages] == [2, 1]
+    assert [s.epochs for s in user_recipe(1).stages] == [1]
+    r = user_recipe(4, image_size=64, flip=False)
+    assert r.image_size == 64 and r.flip_p == 0 and not r.flip_anchor_fit and r.batch_size == 128

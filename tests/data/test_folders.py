@@ -1,8 +1,7 @@
-"""Reading your own image folders: layouts, the per-class split, conversions and every kind of bad input."""
+"""Your own image folders (data.folders): layouts, the per-class split, conversions and every kind of bad input."""
 
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -10,52 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classanchor.user_data import (
-    DataError,
-    ImageSource,
-    decode_image,
-    list_image_folder,
-    load_labelled_folder,
-    load_user_data,
-    user_recipe,
-)
+from classanchor.data.folders import list_image_folder, load_labelled_folder, load_user_data
+from classanchor.data.imageset import DataError
+from classanchor.data.sources import OUTSIDE_ARCHIVE, FileSource
 
-KINDS = ("red", "green", "stripes", "blue")
-
-
-def pattern(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
-    """A noisy 16x16 RGB image whose class is obvious: a colour channel or horizontal stripes."""
-    x = rng.integers(0, 40, (size, size, 3)).astype(np.uint8)
-    if kind == "stripes":
-        x[::2] += 200
-    else:
-        x[..., {"red": 0, "green": 1, "blue": 2}.get(kind, sum(map(ord, kind)) % 3)] += 200
-    return x
-
-
-def write_image_folder(root: Path, per_class: int = 12, kinds=KINDS, size: int = 16, seed: int = 0) -> Path:
-    """``root/<kind>/<i>.png`` for each kind; returns root."""
-    rng = np.random.default_rng(seed)
-    for kind in kinds:
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(pattern(kind, rng, size)).save(root / kind / f"{i:03d}.png")
-    return root
-
-
-def zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:
-    with zipfile.ZipFile(archive, "w") as z:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                z.write(f, prefix + f.relative_to(folder).as_posix())
-    return archive
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
+from ..helpers.files import KINDS, png_bytes, write_image_folder, zip_folder
 
 # ------------------------------------------------------------------------------------------------ layouts
 
@@ -65,10 +23,10 @@ def test_zip_with_a_wrapper_folder_and_split_folders_points_at_the_split(tmp_pat
     archive = zip_folder(data, tmp_path / "photos.zip", prefix="photos/train/")
     with zipfile.ZipFile(archive, "a") as z:  # a test split beside the train split
         z.writestr("photos/test/red/000.png", png_bytes(np.zeros((8, 8, 3), np.uint8)))
-    with ImageSource(archive) as source, pytest.raises(DataError, match="split folders") as err:
+    with FileSource(archive) as source, pytest.raises(DataError, match="split folders") as err:
         list_image_folder(source)
     assert f"{archive}/photos/train" in str(err.value)
-    with ImageSource(f"{archive}/photos/train") as source:
+    with FileSource(f"{archive}/photos/train") as source:
         listing = list_image_folder(source)
     assert listing.classes == tuple(sorted(KINDS))
     assert listing.count("red") == 3 and listing.skipped == ()
@@ -76,19 +34,11 @@ def test_zip_with_a_wrapper_folder_and_split_folders_points_at_the_split(tmp_pat
 
 def test_wrapper_folders_are_entered_but_a_single_class_folder_is_not(tmp_path):
     write_image_folder(tmp_path / "outer" / "inner", per_class=2, kinds=("a", "b"))
-    with ImageSource(tmp_path / "outer") as source:
+    with FileSource(tmp_path / "outer") as source:
         assert list_image_folder(source).classes == ("a", "b")
     write_image_folder(tmp_path / "single", per_class=2, kinds=("only",))
     with pytest.raises(DataError, match="at least 2 known classes"):
         load_user_data(tmp_path / "single", progress=False)
-
-
-def test_missing_inner_path_of_a_zip_lists_its_top_level(tmp_path):
-    archive = zip_folder(write_image_folder(tmp_path / "d", per_class=1), tmp_path / "x.zip", prefix="top/")
-    with pytest.raises(DataError, match=r"no entries under 'nope/'.*\['top'\]"):
-        ImageSource(archive / "nope")
-    with pytest.raises(DataError, match="no such folder"):
-        ImageSource(tmp_path / "absent")
 
 
 # ------------------------------------------------------------------------------------------------ the split
@@ -137,24 +87,6 @@ def test_an_all_grey_folder_gives_a_one_channel_input(tmp_path):
     assert forced.channels == 3 and forced.converted == {"grey -> RGB": 8}
 
 
-def test_decode_image_stretches_with_pil_bilinear_and_applies_exif_orientation():
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, (10, 20, 3)).astype(np.uint8)
-    out, mode = decode_image(png_bytes(array), 8, 3)
-    expected = np.asarray(Image.fromarray(array).resize((8, 8), Image.BILINEAR))
-    assert mode == "RGB" and np.array_equal(out, expected)
-    # an image stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to display)
-    tall = np.zeros((8, 4, 3), np.uint8)
-    tall[0] = 255  # the top row is white
-    im = Image.fromarray(tall)
-    exif = im.getexif()
-    exif[0x0112] = 6
-    buffer = io.BytesIO()
-    im.save(buffer, format="PNG", exif=exif)
-    shown, _ = decode_image(buffer.getvalue(), 8, 3)
-    assert shown[:, -1].min() == 255 and shown[:, 0].max() < 255  # the white top row is now the right column
-
-
 # ------------------------------------------------------------------------------------------------ bad input
 
 
@@ -185,15 +117,36 @@ def test_empty_folder_missing_class_and_imageless_class_are_refused_with_the_nam
         load_user_data(data, known="a,zebra", progress=False)
     with pytest.raises(DataError, match=r"unknown class\(es\) \['owl'\] not found"):
         load_user_data(data, known="a,b", unknown="owl", progress=False)
-    (data / "d").mkdir()
-    (data / "d" / "readme.txt").write_text("x")
-    with pytest.raises(DataError, match=r"\['d'\] .* hold no image files"):
-        load_user_data(data, known="a,d", progress=False)
-    (data / "e").mkdir()  # a completely empty class folder
-    with pytest.raises(DataError, match=r"\['e'\] .* hold no image files"):
-        load_user_data(data, known="a,e", progress=False)
     with pytest.raises(DataError, match="both known and unknown"):
         load_user_data(data, known="a,b", unknown="b", progress=False)
+    with pytest.raises(DataError, match=r"is a file, not a folder"):
+        load_user_data(data / "a" / "000.png", progress=False)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_a_class_folder_without_images_stops_the_run_even_when_not_chosen(tmp_path, as_zip):
+    data = write_image_folder(tmp_path / "d", per_class=4, kinds=("a", "b"))
+    (data / "d").mkdir()
+    (data / "d" / "readme.txt").write_text("x")
+    (data / "e").mkdir()  # a completely empty class folder
+    path = data
+    if as_zip:
+        path = zip_folder(data, tmp_path / "d.zip")
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr("e/", b"")  # zips keep empty folders as entries
+    with pytest.raises(DataError, match=r"class folder\(s\) \['d', 'e'\] in .* hold no image files; add images"):
+        load_user_data(path, progress=False)
+    with pytest.raises(DataError, match=r"\['d', 'e'\] .* hold no image files"):
+        load_user_data(path, known="a,b", progress=False)
+
+
+def test_zip_entries_outside_the_archive_are_skipped_and_listed(tmp_path):
+    archive = zip_folder(write_image_folder(tmp_path / "d", per_class=4, kinds=("a", "b")), tmp_path / "d.zip")
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("a/../../evil.png", (tmp_path / "d" / "a" / "000.png").read_bytes())
+    d = load_user_data(archive, val_fraction=0.25, test_fraction=0, progress=False)
+    assert len(d.train) + len(d.val) == 8
+    assert [(s.path, s.reason) for s in d.skipped] == [(f"{archive}/a/../../evil.png", OUTSIDE_ARCHIVE)]
 
 
 def test_a_class_whose_images_are_all_unreadable_or_too_few_is_refused(tmp_path):
@@ -220,11 +173,3 @@ def test_labelled_folder_for_evaluation_maps_names_to_the_models_classes(tmp_pat
     assert reds[..., 0].mean() > 150 and images.images.shape[1:] == (16, 16, 3)
     with pytest.raises(DataError, match="not classes of the model"):
         load_labelled_folder(data, ("red", "green"), known="blue", image_size=16, channels=3, progress=False)
-
-
-def test_user_recipe_splits_epochs_three_to_one_like_the_paper():
-    assert [(s.epochs, s.lr) for s in user_recipe(30).stages] == [(22, 0.01), (8, 0.001)]
-    assert [s.epochs for s in user_recipe(3).stages] == [2, 1]
-    assert [s.epochs for s in user_recipe(1).stages] == [1]
-    r = user_recipe(4, image_size=64, flip=False)
-    assert r.image_size == 64 and r.flip_p == 0 and not r.flip_anchor_fit and r.batch_size == 128

@@ -1,0 +1,7 @@
+"""``python -m classanchor``: the command-line interface."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

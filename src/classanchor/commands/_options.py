@@ -1,0 +1,118 @@
+"""Option helpers shared by the sub-commands: one definition per flag, with its parsing and its error message.
+
+Types raise ``argparse.ArgumentTypeError``, so a bad value is a usage error: exit code 2 with one line naming the
+flag, never a traceback. Nothing here imports torch, so ``classanchor --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+__all__ = ["add_device", "add_model_training", "add_precision", "add_progress", "add_run_options",
+           "default_out", "finite_float", "json_object", "names", "positive_int", "trial_list"]
+
+PRECISION_CHOICES = ("auto", "float32", "bf16")  # classanchor.train.PRECISIONS (checked by the tests)
+
+
+def names(text: str | None) -> tuple[str, ...] | None:
+    """'a, b,c' -> ('a', 'b', 'c'); None stays None."""
+    if text is None:
+        return None
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused: a threshold of nan would call every image unknown)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def json_object(text: str) -> dict:
+    """A JSON object such as '{"dropout": 0.3}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"dropout\": 0.3}}' ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"dropout\": 0.3}}', got {text!r}")
+    return value
+
+
+def trial_list(text: str) -> tuple[int, ...]:
+    """'0-4' -> (0, 1, 2, 3, 4); '0,2' -> (0, 2); trials 0-4 only (the standard splits)."""
+    trials: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-")
+                trials.extend(range(int(lo), int(hi) + 1))
+            elif part.strip():
+                trials.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad trial list {text!r}; use e.g. 0-4 or 0,2") from None
+    if not trials or min(trials) < 0 or max(trials) > 4:
+        raise argparse.ArgumentTypeError(f"bad trial list {text!r}: the standard trials are 0-4; use e.g. 0-4 or 0,2")
+    return tuple(dict.fromkeys(trials))
+
+
+def default_out(dataset: str) -> str:
+    """runs/<dataset> (CIFAR+10 -> runs/cifarplus10): the benchmark's and the studies' shared run folder."""
+    return f"runs/{dataset.lower().replace('+', 'plus')}"
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="training precision: auto (bf16 on CUDA and AMX CPUs, else float32), float32 or bf16; "
+                             "recorded in result.json. Evaluation always runs in float32")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def add_model_training(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --backbone-kwargs, --seed, --precision, --device: how any command trains a network."""
+    parser.add_argument("--backbone", default="classifier32",
+                        help="classifier32 (default, the paper's network), mlp, small_cnn, torchvision:<name>, "
+                             "timm:<name>")
+    parser.add_argument("--backbone-kwargs", type=json_object, default={},
+                        help="JSON object of backbone keyword arguments, e.g. '{\"dropout\": 0.3}'")
+    parser.add_argument("--seed", type=int, default=0)
+    add_precision(parser)
+    add_device(parser)
+
+
+def add_run_options(parser: argparse.ArgumentParser, trials: str, out_help: str) -> None:
+    """The options of the benchmark and the studies: data, trials, recipe, training, run folder."""
+    parser.add_argument("dataset", help="MNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet")
+    parser.add_argument("--data-root", required=True, help="folder with the dataset files (see docs/datasets.md)")
+    parser.add_argument("--trials", type=trial_list, default=trial_list(trials),
+                        help=f"standard trials to run, e.g. 0-4 or 0,2 (default {trials})")
+    parser.add_argument("--recipe", default="paper", help="training recipe: paper (default) or fast")
+    parser.add_argument("--epochs-scale", type=float, default=1.0,
+                        help="multiply every stage's epochs by this (e.g. 0.05 for a CPU run); the table says so")
+    add_model_training(parser)
+    parser.add_argument("--compile", action="store_true", help="use torch.compile (falls back if unsupported)")
+    parser.add_argument("--out", help=out_help)
+    add_progress(parser)

@@ -1,0 +1,104 @@
+"""The ``.npz`` cache of decoded datasets: decode a benchmark dataset once, read it back in a second.
+
+A cache file is ``<cache_dir>/<kind>-<digest>.npz`` holding ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,)
+and ``class_names``; the digest covers :data:`CACHE_FORMAT`, the reader's settings and the fingerprint (path,
+size, modification time) of every source file, so a changed file is read again. ``cache_dir`` defaults to
+``$CLASSANCHOR_CACHE`` or ``~/.cache/classanchor``. Files are written atomically (temp file, then
+``os.replace``); an unwritable cache only warns, a damaged cache file is deleted and rebuilt.
+
+Example::
+
+    >>> import numpy as np, tempfile
+    >>> from classanchor.data.imageset import ImageSet
+    >>> build = lambda: ImageSet(np.zeros((1, 2, 2, 1), np.uint8), [0], ("a",))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     cached("demo", {"split": "train"}, build, tmp, True).image_shape
+    (2, 2, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .imageset import ImageSet, PathLike
+
+__all__ = ["CACHE_FORMAT", "cache_path", "cached", "default_cache_dir", "file_fingerprint", "save_npz", "try_load"]
+
+CACHE_FORMAT = 2  # bump when the decoded arrays of any reader change (2: one decoder, EXIF orientation, 16-bit)
+
+
+def default_cache_dir() -> Path:
+    """``$CLASSANCHOR_CACHE`` if set, else ``~/.cache/classanchor``."""
+    env = os.environ.get("CLASSANCHOR_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "classanchor"
+
+
+def file_fingerprint(path: Path) -> list:
+    """[resolved path, size in bytes, mtime in ns] of a file: part of every cache key."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def cache_path(cache_dir: PathLike | None, kind: str, key: dict) -> Path:
+    """The cache file of reader ``kind`` (e.g. "mnist") with settings and source fingerprints ``key``."""
+    blob = json.dumps({"format": CACHE_FORMAT, "kind": kind, **key}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:24]
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return base / f"{kind}-{digest}.npz"
+
+
+def save_npz(path: Path, data: ImageSet) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, then os.replace); warn if the cache is unwritable."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared read-only
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=data.images, labels=data.labels,
+                     class_names=np.array(data.class_names, dtype=str))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        warnings.warn(f"could not write the dataset cache {path} ({e}); continuing without it. "
+                      f"Set CLASSANCHOR_CACHE or pass cache_dir= to a writable folder.", stacklevel=3)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def try_load(path: Path) -> ImageSet | None:
+    """The ImageSet cached in ``path``, or None when there is none; a damaged file is deleted (with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ImageSet(z["images"], z["labels"], tuple(z["class_names"].tolist()))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged: read the source
+        warnings.warn(f"ignoring the unreadable cache file {path} ({e}); reading the source again.",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def cached(kind: str, key: dict, build: Callable[[], ImageSet], cache_dir: PathLike | None,
+           cache: bool) -> ImageSet:
+    """Return the cached ImageSet for (kind, key), or ``build()`` it and store it (``cache`` False: just build)."""
+    if not cache:
+        return build()
+    path = cache_path(cache_dir, kind, key)
+    found = try_load(path)
+    if found is not None:
+        return found
+    data = build()
+    save_npz(path, data)
+    return data

@@ -1,0 +1,289 @@
+"""Image files -> uint8 pixels: the one decoder of the package, threaded, with an explicit error policy.
+
+Every image file read by classanchor (benchmark image folders, your own folders, ``classanchor predict``) goes
+through :func:`decode_files`, one file at a time:
+
+1. PIL opens it; a JPEG much larger than the target side S is decoded at a reduced scale (``Image.draft``);
+2. :func:`pil_to_array`, at the file's own size: EXIF orientation applied, then converted to the model's mode,
+   grey (1 channel) or RGB (3). 16-bit grey (PIL modes ``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) and 32-bit
+   integer grey (``I``) map the value range 0..65535 linearly to 0..255 (``round(v * 255 / 65535)``: mid-grey
+   32768 -> 128; values outside 0..65535 are clipped first). Float grey (``F``) maps [0, 1] to 0..255
+   (``round(v * 255)``); values outside [0, 1] are clipped and NaN becomes 0, so a float image that holds
+   0..255 comes out white wherever it is >= 1: save such images as 8-bit files first;
+3. :func:`resize_images`: stretched to ``S x S`` by :func:`classanchor.data.preprocess.resize_pixels`, the one
+   resize rule of the package (an ``S x S`` image is untouched). With ``resize=False`` an image of another
+   size is a bad file instead (benchmark formats, whose images all have the official size).
+
+The error policy is a parameter: ``on_error="raise"`` (benchmark formats) stops at the first bad file with a
+:class:`DataError` naming it; ``on_error="skip"`` (your own folders, predict) skips it and lists it with the
+reason. Mode conversions are counted (``Decoded.converted``, e.g. ``{'16-bit grey -> RGB': 2}``).
+
+Example::
+
+    >>> import io, numpy as np
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.fromarray(np.full((10, 20), 32768, np.uint16)).save(buffer, format="PNG")   # 16-bit grey
+    >>> decoded = decode_files(lambda i: buffer.getvalue(), ["grey.png"], size=8, channels=3)
+    >>> decoded.images.shape, int(decoded.images.max()), dict(decoded.converted)
+    ((1, 8, 8, 3), 128, {'16-bit grey -> RGB': 1})
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .imageset import DataError
+from .preprocess import resize_pixels
+from .sources import FileSource, SkippedFile
+
+__all__ = ["GREY_MODES", "Decoded", "conversion_name", "decode_files", "decode_names", "pil_to_array",
+           "resize_images"]
+
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_DEEP_GREY = {"I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey", "I;16N": "16-bit grey",
+              "I": "32-bit grey", "F": "float grey"}  # modes PIL's convert() would clip instead of scale
+_BAD_IMAGE = "the file is corrupt or not an image: replace or remove it (a benchmark dataset: download it again)"
+_ORIENTATION = 0x0112  # the EXIF tag
+_CHUNK = 64  # files per thread-pool task
+_PROGRESS_MIN = 500  # show a progress bar from this many files on
+_WORKERS = max(1, min(16, os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------------------------------------- one image
+
+
+def conversion_name(mode: str, channels: int) -> str | None:
+    """How an image of PIL ``mode`` is converted for a model with ``channels``, or None when it is not.
+
+    'grey -> RGB', '16-bit grey -> RGB', 'float grey -> grey', 'RGBA -> RGB', 'palette -> RGB',
+    'colour -> grey', ...
+    """
+    deep = _DEEP_GREY.get(mode)
+    if channels == 3:
+        if mode == "RGB":
+            return None
+        if deep:
+            return f"{deep} -> RGB"
+        return "grey -> RGB" if mode in GREY_MODES else f"{'palette' if mode == 'P' else mode} -> RGB"
+    if deep:
+        return f"{deep} -> grey"
+    return None if mode in GREY_MODES else "colour -> grey"
+
+
+def _deep_grey_to_uint8(im) -> np.ndarray:
+    """A PIL image of mode I;16*, I or F -> uint8 (H, W), scaled as the module docstring says."""
+    values = np.asarray(im)
+    if im.mode == "F":
+        unit = np.clip(np.nan_to_num(values.astype(np.float64), nan=0.0), 0.0, 1.0)
+        return np.rint(unit * 255).astype(np.uint8)
+    wide = np.clip(values.astype(np.int64), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)  # round(v * 255 / 65535), exactly
+
+
+def pil_to_array(im, channels: int) -> tuple[np.ndarray, str]:
+    """A PIL image -> (uint8 (H, W, channels) at the image's own size, its original PIL mode).
+
+    EXIF orientation is applied, then the image is converted to grey (``channels`` 1) or RGB (3); 16-bit and
+    float grey images are scaled to 0..255 (module docstring), other modes use PIL's ``convert``.
+    """
+    from PIL import ImageOps
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
+    mode = im.mode
+    if im.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: ask first
+        im = ImageOps.exif_transpose(im)
+    if im.mode in _DEEP_GREY:
+        grey = _deep_grey_to_uint8(im)[..., None]
+        return (np.repeat(grey, 3, axis=2) if channels == 3 else grey), mode
+    target = "RGB" if channels == 3 else "L"
+    if im.mode != target:
+        im = im.convert(target)
+    return np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels), mode
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, C) -> uint8 (N, size, size, C) by :func:`~classanchor.data.preprocess.resize_pixels`.
+
+    The numpy, channels-last face of the package's one resize rule; each image's result does not depend on
+    the others in the batch. Images already ``size x size`` are returned unchanged.
+    """
+    if images.shape[1:3] == (size, size):
+        return images
+    if not images.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
+        images = images.copy()
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return np.ascontiguousarray(resize_pixels(x, size).permute(0, 2, 3, 1).numpy())
+
+
+def _reason(err: BaseException) -> str:
+    """Why PIL could not decode a file, in words."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image PIL can read (unknown format or not an image at all)"
+    text = str(err)
+    if "truncated" in text:
+        return f"truncated image file ({text})"
+    return f"cannot decode the image ({type(err).__name__}: {text})"
+
+
+def _decode_one(data: bytes, channels: int, draft: int | None) -> tuple[np.ndarray, str]:
+    """Encoded bytes -> (uint8 (H, W, channels) at the file's own size, the file's PIL mode)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        mode = im.mode
+        if draft is not None:
+            im.draft("RGB" if channels == 3 else "L", (draft, draft))
+        im.load()  # a truncated file raises here
+        return pil_to_array(im, channels)[0], mode
+
+
+# ---------------------------------------------------------------------------------------------- many files
+
+
+@dataclass
+class Decoded:
+    """The result of :func:`decode_files`.
+
+    Attributes:
+        images: uint8 (N_ok, H, W, C), in the order of the files that decoded.
+        ok: bool (N,) per requested file: decoded (True) or skipped (False); all True with ``on_error="raise"``.
+        skipped: the files that failed, with the reason.
+        converted: how many images were converted, by kind (e.g. ``{'grey -> RGB': 3}``).
+        grey: bool (N_ok,) the file itself was grey.
+    """
+
+    images: np.ndarray
+    ok: np.ndarray
+    skipped: list[SkippedFile] = field(default_factory=list)
+    converted: Counter = field(default_factory=Counter)
+    grey: np.ndarray | None = None
+
+
+class _Job:
+    """The state of one :func:`decode_files` call; :meth:`one` decodes file i or records / raises its failure."""
+
+    def __init__(self, read, where, channels: int, size: int | None, shape, on_error: str):
+        self.read, self.where, self.channels, self.size, self.shape = read, where, channels, size, shape
+        self.on_error = on_error
+        self.modes: list[str | None] = [None] * len(where)
+        self.errors: dict[int, str] = {}
+
+    def _fail(self, i: int, reason: str, fix: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(f"{self.where[i]}: {reason}; {fix}.")
+        self.errors[i] = reason
+
+    def one(self, i: int) -> np.ndarray | None:
+        try:
+            blob = self.read(i)
+        except DataError as err:  # from a FileSource: it names the file and the fix
+            if self.on_error == "raise":
+                raise
+            self.errors[i] = str(err).removeprefix(f"{self.where[i]}: ").rstrip(".")
+            return None
+        except Exception as err:  # noqa: BLE001 - OSError, KeyError, ... from another reader
+            self._fail(i, f"cannot read the file ({type(err).__name__}: {err})", "check that it exists and is readable")
+            return None
+        try:
+            array, self.modes[i] = _decode_one(blob, self.channels, self.size)
+        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBomb...
+            self._fail(i, _reason(err), _BAD_IMAGE)
+            return None
+        if self.size is not None:
+            return resize_images(array[None], self.size)[0]
+        if self.shape is not None and array.shape[:2] != self.shape:
+            h, w = self.shape
+            self._fail(i, f"image is {array.shape[1]}x{array.shape[0]} pixels (width x height), expected {w}x{h} "
+                          "like the rest of the dataset", "remove or replace this file")
+            return None
+        return array
+
+
+def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int | tuple[int, int] | None,
+                 channels: int | None, *, on_error: str = "raise", resize: bool = True, progress: bool = True,
+                 desc: str = "decoding", workers: int | None = None) -> Decoded:
+    """Decode files ``0..N-1`` (``read(i)`` gives the bytes, ``where[i]`` the path to show) in a thread pool.
+
+    Args:
+        size: with ``resize`` (default) the side S: every image is stretched to S x S. With ``resize=False``
+            the (H, W) (or S for S x S) every image must already have; None = the first image's size.
+        channels: 1 (grey) or 3 (RGB); None = automatic: 1 if every image is grey, else 3.
+        on_error: "raise": DataError naming the first bad file (unreadable, not an image, truncated, wrong
+            size); "skip": skip it and list it in ``Decoded.skipped`` with the reason.
+        workers: threads (default min(16, CPU count)); progress: a progress bar from 500 files on.
+    Returns :class:`Decoded` with images uint8 (N_ok, S, S, C) (or (N_ok, H, W, C) without resize).
+    """
+    from tqdm.auto import tqdm
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (automatic), got {channels!r}.")
+    if resize and not isinstance(size, int):
+        raise ValueError(f"resizing needs one side S (an int), got size={size!r}; pass resize=False to require a "
+                         "size instead.")
+    n = len(where)
+    decode_channels = 3 if channels is None else channels
+    shape = (size, size) if isinstance(size, int) else (None if size is None else tuple(size))
+    job = _Job(read, where, decode_channels, size if resize else None, shape, on_error)
+    start, first_image = 0, None
+    if shape is None:  # the first image that decodes sets the size
+        while start < n and first_image is None:
+            first_image = job.one(start)
+            start += 1
+        job.shape = shape = first_image.shape[:2] if first_image is not None else (0, 0)
+    out = np.empty((n, shape[0], shape[1], decode_channels), np.uint8)
+    if first_image is not None:
+        out[start - 1] = first_image
+
+    def work(lo: int, hi: int) -> int:
+        for i in range(lo, hi):
+            array = job.one(i)
+            if array is not None:
+                out[i] = array
+        return hi - lo
+
+    with ThreadPoolExecutor(workers or _WORKERS) as pool, tqdm(
+        total=n, initial=start, desc=desc, unit="img", disable=not progress or n < _PROGRESS_MIN,
+        dynamic_ncols=True, mininterval=1.0,
+    ) as bar:
+        futures = [pool.submit(work, lo, min(lo + _CHUNK, n)) for lo in range(start, n, _CHUNK)]
+        try:
+            for future in as_completed(futures):
+                bar.update(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return _result(job, out, channels)
+
+
+def _result(job: _Job, out: np.ndarray, channels: int | None) -> Decoded:
+    ok = np.ones(len(out), bool)
+    ok[list(job.errors)] = False
+    images = out if ok.all() else out[ok]
+    grey = np.array([m in GREY_MODES for m, good in zip(job.modes, ok) if good], bool)
+    final = channels if channels is not None else (1 if grey.size and grey.all() else 3)
+    if final == 1 and images.shape[-1] == 3:
+        images = np.ascontiguousarray(images[..., :1])  # grey decoded as RGB: R = G = B
+    converted = Counter(c for m, good in zip(job.modes, ok) if good and (c := conversion_name(m, final)))
+    skipped = [SkippedFile(job.where[i], job.errors[i]) for i in sorted(job.errors)]
+    return Decoded(images, ok, skipped, converted, grey)
+
+
+def decode_names(source: FileSource, names: Sequence[str], size: int | tuple[int, int] | None,
+                 channels: int | None, **options) -> Decoded:
+    """:func:`decode_files` of the files ``names`` of ``source`` (options: on_error, resize, progress, desc)."""
+    return decode_files(lambda i: source.read(names[i]), [source.where(n) for n in names], size, channels, **options)

@@ -1,0 +1,345 @@
+"""Your own images: an image folder (one sub-folder per class) listed, decoded and split for training.
+
+Layout::
+
+    DATA/<class name>/[any sub-folders/]<image file>
+
+``DATA`` is a folder, a zip, or a folder inside a zip written as one path (``photos.zip/photos/train``; see
+:class:`~classanchor.data.sources.FileSource`). Wrapper folders holding nothing but one folder are entered
+automatically (a zip of ``photos/`` works); a folder holding ``train/`` and ``test/`` split folders is refused
+with the path to use instead.
+
+Every image, of any size and mode, is decoded by :func:`classanchor.data.decode.decode_files` (EXIF orientation,
+converted to RGB or grey at its own size, then stretched to ``S x S`` by the package's one resize rule), the
+very path the predictor takes, so training and prediction see identically prepared pixels.
+
+Bad files never stop a run (``on_error="skip"``): a non-image file, a file outside a class folder, an
+unreadable or truncated image, a zip entry pointing outside the archive is skipped and listed
+(:class:`~classanchor.data.sources.SkippedFile`) with its path and the reason. An empty folder, a class folder
+without images, a class name that is not a folder, or a known class without readable images raise
+:class:`DataError` naming the problem.
+
+Example::
+
+    >>> data = load_user_data("photos.zip", known=["cat", "dog", "bird"], unknown=["fox"])  # doctest: +SKIP
+    >>> data.train.images.shape, data.known_names                                          # doctest: +SKIP
+    ((2400, 32, 32, 3), ('cat', 'dog', 'bird'))
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .decode import Decoded, decode_names
+from .imageset import DataError, ImageSet, PathLike
+from .sources import IMAGE_SUFFIXES, FileSource, SkippedFile, is_image_name
+from .splits import train_val_split
+
+__all__ = ["SPLIT_FOLDER_NAMES", "FolderListing", "UserData", "list_image_folder", "load_labelled_folder",
+           "load_user_data", "open_image_folder"]
+
+SPLIT_FOLDER_NAMES = frozenset({"train", "test", "val", "valid", "validation"})
+
+
+def open_image_folder(data: PathLike) -> FileSource:
+    """The :class:`FileSource` of an image folder, zip or folder inside a zip; DataError for a single file."""
+    source = FileSource(data)
+    if source.single_file:
+        source.close()
+        raise DataError(f"{Path(data).expanduser()}: is a file, not a folder or a zip of image folders; give the "
+                        "folder that holds one sub-folder per class.")
+    return source
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """The class folders of an image folder, before any decoding.
+
+    Attributes:
+        source: the path given by the user; root: the folder actually used (wrapper folders entered).
+        classes: every class folder name, sorted.
+        files: class name -> image file names (relative to ``source``), sorted.
+        skipped: non-image files, files outside any class folder, zip entries outside the archive.
+    """
+
+    source: str
+    root: str
+    classes: tuple[str, ...]
+    files: dict[str, list[str]]
+    skipped: tuple[SkippedFile, ...]
+
+    def count(self, name: str) -> int:
+        return len(self.files.get(name, []))
+
+
+def _wrapper_prefix(names: Sequence[str]) -> str:
+    """The wrapper folders to enter ('outer/inner/' or ''): a level holding nothing but one folder that holds
+    only folders."""
+    prefix = ""
+    while True:
+        here = [n[len(prefix):] for n in names if n.startswith(prefix)]
+        tops = {n.split("/", 1)[0] for n in here}
+        if len(tops) != 1 or any("/" not in n for n in here):
+            return prefix
+        top = tops.pop()
+        if any("/" not in n[len(top) + 1:] for n in here):
+            return prefix  # the single folder holds images itself: it is a class folder
+        prefix += top + "/"
+
+
+def list_image_folder(source: FileSource) -> FolderListing:
+    """Group the files of ``source`` by class folder (the first folder level below the root).
+
+    Raises DataError when there is no image at all, when the root holds split folders (``train/``, ``test/``)
+    instead of class folders, and when a class folder holds no image file.
+    """
+    names = source.names()
+    prefix = _wrapper_prefix(names)
+    root = source.where(prefix.rstrip("/")) if prefix else str(source.path)
+    files: dict[str, list[str]] = {}
+    skipped = list(source.skipped)
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        rel = name[len(prefix):]
+        if "/" not in rel:
+            skipped.append(SkippedFile(source.where(name), "not inside a class folder"))
+        elif not is_image_name(rel):
+            suffix = posixpath.splitext(rel)[1] or "no suffix"
+            skipped.append(SkippedFile(source.where(name), f"not an image file ({suffix}; images end in "
+                                                           f"{', '.join(IMAGE_SUFFIXES[:4])}, ...)"))
+        else:
+            files.setdefault(rel.split("/", 1)[0], []).append(name)
+    if not files:
+        detail = (f" ({len(skipped)} other files skipped, e.g. {skipped[0].path}: {skipped[0].reason})"
+                  if skipped else "")
+        raise DataError(f"{root}: no images found{detail}; expected one sub-folder per class holding image "
+                        f"files ({', '.join(IMAGE_SUFFIXES)}).")
+    classes = tuple(sorted(files))
+    splits = [c for c in classes if c.lower() in SPLIT_FOLDER_NAMES]
+    if splits and all(all(posixpath.relpath(n, prefix + c).count("/") >= 1 for n in files[c]) for c in splits):
+        example = posixpath.join(str(source.path), prefix + ("train" if "train" in splits else splits[0]))
+        raise DataError(f"{root} holds split folders ({', '.join(splits)}) rather than class folders; point at "
+                        f"one of them, e.g. {example}")
+    imageless = [f for f in source.folders(prefix) if f not in files]
+    if imageless:
+        raise DataError(f"class folder(s) {imageless} in {root} hold no image files; add images "
+                        f"({', '.join(IMAGE_SUFFIXES[:4])}, ...) to them or remove them.")
+    return FolderListing(str(source.path), root, classes, files, tuple(skipped))
+
+
+def _parse_names(names: Iterable[str] | str | None) -> tuple[str, ...] | None:
+    """Class names from a list or a comma-separated string (None stays None); DataError for repeats."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    out = tuple(n.strip() for n in names if n.strip())
+    if len(set(out)) != len(out):
+        repeated = sorted({n for n in out if out.count(n) > 1})
+        raise DataError(f"class name(s) {repeated} given twice.")
+    return out
+
+
+def _check_roles(known: Sequence[str], unknown: Sequence[str], listing: FolderListing) -> None:
+    """DataError naming the known or unknown classes that are not class folders, or that are both."""
+    for names, role in ((unknown, "unknown"), (known, "known")):
+        missing = [n for n in names if n not in listing.files]
+        if missing:
+            raise DataError(f"{role} class(es) {missing} not found in {listing.root}; the class folders there "
+                            f"are: {', '.join(listing.classes)}.")
+    both = sorted(set(known) & set(unknown))
+    if both:
+        raise DataError(f"class(es) {both} are both known and unknown; list each class once.")
+
+
+def _decode(source: FileSource, names: list[str], image_size: int, channels: int | None, progress: bool) -> Decoded:
+    """The images ``names`` of a user folder at S x S; bad files skipped and listed."""
+    return decode_names(source, names, image_size, channels, on_error="skip", progress=progress,
+                        desc=f"reading {source.path.name}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# training data: known classes split per class into train / val / test, unknown classes for evaluation
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class UserData:
+    """The arrays of one training run on an image folder; labels 0..K-1 known (order of ``known_names``).
+
+    Attributes:
+        train, val, test_known: known classes, per-class random split (seeded); labels 0..K-1.
+        test_unknown: every image of the held-out unknown classes; labels -1.
+        unknown_class: int64 (N_unknown,) index into ``unknown_names`` of each ``test_unknown`` image.
+        channels, image_size: the network input (C = 1 grey or 3 RGB, S x S pixels).
+        skipped: files not used and why; converted: images converted, by kind.
+        counts: class name -> {"train", "val", "test"} images actually used.
+    """
+
+    source: str
+    known_names: tuple[str, ...]
+    unknown_names: tuple[str, ...]
+    train: ImageSet
+    val: ImageSet
+    test_known: ImageSet
+    test_unknown: ImageSet
+    unknown_class: np.ndarray
+    channels: int
+    image_size: int
+    skipped: tuple[SkippedFile, ...]
+    converted: dict[str, int]
+    counts: dict[str, dict[str, int]]
+
+    def __repr__(self) -> str:
+        return (f"UserData({self.source}: known {list(self.known_names)}, unknown {list(self.unknown_names)}, "
+                f"train {len(self.train)}, val {len(self.val)}, test {len(self.test_known)} + "
+                f"{len(self.test_unknown)} unknown, {self.image_size}x{self.image_size}x{self.channels})")
+
+    def summary(self) -> dict:
+        """JSON-ready: classes, counts per split, input shape, converted and skipped files."""
+        return {"source": self.source, "known_names": list(self.known_names),
+                "unknown_names": list(self.unknown_names), "image_size": self.image_size,
+                "channels": self.channels, "counts": self.counts,
+                "unknown_counts": {n: int(c) for n, c in zip(self.unknown_names, np.bincount(
+                    self.unknown_class, minlength=len(self.unknown_names)).tolist())},
+                "converted": dict(self.converted),
+                "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
+
+
+def _subsample(names: list[str], limit: int | None, seed: int, class_index: int) -> list[str]:
+    if limit is None or len(names) <= limit:
+        return names
+    keep = np.sort(np.random.default_rng([seed, class_index, 7]).choice(len(names), limit, replace=False))
+    return [names[i] for i in keep.tolist()]
+
+
+def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
+                   unknown: Iterable[str] | str | None = None, *, image_size: int = 32, channels: int | None = None,
+                   val_fraction: float = 0.1, test_fraction: float = 0.2, max_per_class: int | None = None,
+                   seed: int = 0, progress: bool = True) -> UserData:
+    """Read an image folder (or zip) for training: known classes split into train / val / test.
+
+    Args:
+        data: the folder, zip, or ``archive.zip/inner/folder``; one sub-folder per class.
+        known: the known classes (names or a comma list); None = every class folder not in ``unknown``.
+        unknown: classes held out entirely, used only to measure open-set performance.
+        image_size: S, every image is stretched to S x S.
+        channels: 1 or 3; None = 1 if every image is grey, else 3.
+        val_fraction, test_fraction: per-class shares of each known class for validation (checkpoint
+            choice, threshold calibration) and for the test metrics; the split is seeded by ``seed`` and
+            by the class's rank among all class folders, so it does not change with the known list.
+        max_per_class: use at most this many images per class (a seeded random subset), for quick runs.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
+                         "to less than 1.")
+    if val_fraction <= 0:
+        raise ValueError("val_fraction must be > 0: the validation images choose the checkpoint and calibrate the "
+                         "threshold.")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (automatic), got {channels}.")
+    if max_per_class is not None and max_per_class < 3:
+        raise ValueError(f"max_per_class must be at least 3, got {max_per_class}.")
+    unknown_names = _parse_names(unknown) or ()
+    known_names = _parse_names(known)
+    with open_image_folder(data) as source:
+        listing = list_image_folder(source)
+        if known_names is None:
+            known_names = tuple(c for c in listing.classes if c not in unknown_names)
+        _check_roles(known_names, unknown_names, listing)
+        if len(known_names) < 2:
+            raise DataError(f"an open-set classifier needs at least 2 known classes, got {list(known_names)}; the "
+                            f"class folders in {listing.root} are: {', '.join(listing.classes)}.")
+        rank = {c: i for i, c in enumerate(listing.classes)}
+        names, labels, ranks = [], [], []
+        for label, cls in enumerate((*known_names, *unknown_names)):
+            files = _subsample(listing.files[cls], max_per_class, seed, rank[cls])
+            names += files
+            labels += [label] * len(files)  # one list per class, not per-sample work
+            ranks += [rank[cls]] * len(files)
+        decoded = _decode(source, names, image_size, channels, progress)
+    labels_all = np.asarray(labels, np.int64)[decoded.ok]
+    ranks_all = np.asarray(ranks, np.int64)[decoded.ok]
+    k = len(known_names)
+    counts_per_class = np.bincount(labels_all, minlength=k + len(unknown_names))
+    empty = [c for c, n in zip((*known_names, *unknown_names), counts_per_class.tolist()) if n == 0]
+    if empty:
+        bad = [s for s in decoded.skipped][:3]
+        raise DataError(f"class(es) {empty} have no readable image in {listing.root}"
+                        + (f" (e.g. {bad[0].path}: {bad[0].reason})" if bad else "") + ".")
+    is_known = labels_all < k
+    known_index = np.flatnonzero(is_known)
+    minimum = 2 + (test_fraction > 0)
+    few = [f"{c} ({n})" for c, n in zip(known_names, counts_per_class[:k].tolist()) if n < minimum]
+    if few:
+        raise DataError(f"known class(es) {', '.join(few)} have too few readable images; each needs at least "
+                        f"{minimum} for the train / val{' / test' if test_fraction else ''} split: add images"
+                        f"{' or pass test_fraction=0' if test_fraction else ''}.")
+    rest, test = train_val_split(ranks_all[known_index], test_fraction, seed)
+    rest_ranks = ranks_all[known_index[rest]]
+    tr, va = train_val_split(rest_ranks, val_fraction / (1 - test_fraction), seed + 1)
+    split_index = {"train": known_index[rest[tr]], "val": known_index[rest[va]], "test": known_index[test]}
+    empty_split = [(split, c) for split in ("train", "val") for label, c in enumerate(known_names)
+                   if not (labels_all[split_index[split]] == label).any()]
+    if empty_split:
+        raise DataError(f"the {empty_split[0][0]} split of known class {empty_split[0][1]!r} is empty; add images "
+                        "to that class or change val_fraction / test_fraction.")
+    images = decoded.images
+
+    def subset(index: np.ndarray) -> ImageSet:
+        return ImageSet(images[index], labels_all[index], known_names)
+
+    unknown_index = np.flatnonzero(~is_known)
+    test_unknown = ImageSet(images[unknown_index], np.full(unknown_index.size, -1, np.int64), known_names)
+    counts = {c: {split: int((labels_all[idx] == label).sum()) for split, idx in split_index.items()}
+              for label, c in enumerate(known_names)}
+    return UserData(str(data), known_names, unknown_names, subset(split_index["train"]), subset(split_index["val"]),
+                    subset(split_index["test"]), test_unknown, labels_all[unknown_index] - k,
+                    images.shape[-1], image_size, tuple(listing.skipped) + tuple(decoded.skipped),
+                    dict(decoded.converted), counts)
+
+
+def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iterable[str] | str | None = None,
+                         unknown: Iterable[str] | str | None = None, *, image_size: int, channels: int,
+                         progress: bool = True) -> tuple[ImageSet, np.ndarray, tuple[str, ...], Decoded, FolderListing]:
+    """Every image of the chosen classes of a labelled folder, for evaluating a trained model.
+
+    Args:
+        class_names: the model's classes; a known class gets its index there as label.
+        known: classes to treat as known (each must be a model class); None = the model's classes found in
+            ``data``. unknown: classes to treat as unknown (label -1); None = every other class folder.
+    Returns (images with labels 0..K-1 / -1, unknown class index per image (-1 for knowns) into the returned
+    unknown names, unknown names, the decode record, the listing).
+    """
+    with open_image_folder(data) as source:
+        listing = list_image_folder(source)
+        unknown_names = _parse_names(unknown)
+        known_names = _parse_names(known)
+        if known_names is None:
+            known_names = tuple(c for c in class_names if c in listing.files and c not in (unknown_names or ()))
+            if not known_names:
+                raise DataError(f"none of the model's classes ({', '.join(class_names)}) is a class folder in "
+                                f"{listing.root} (folders: {', '.join(listing.classes)}).")
+        not_model = [c for c in known_names if c not in class_names]
+        if not_model:
+            raise DataError(f"known class(es) {not_model} are not classes of the model; its classes are: "
+                            f"{', '.join(class_names)}.")
+        if unknown_names is None:
+            unknown_names = tuple(c for c in listing.classes if c not in class_names)
+        _check_roles(known_names, unknown_names, listing)
+        index = {c: i for i, c in enumerate(class_names)}
+        chosen = [*known_names, *unknown_names]
+        names = [n for c in chosen for n in listing.files[c]]
+        label_of = [index[c] if c in index and c in known_names else -1 for c in chosen]
+        unknown_of = [-1] * len(known_names) + list(range(len(unknown_names)))
+        sizes = [len(listing.files[c]) for c in chosen]
+        decoded = _decode(source, names, image_size, channels, progress)
+    labels = np.repeat(np.asarray(label_of, np.int64), sizes)[decoded.ok]
+    unknown_class = np.repeat(np.asarray(unknown_of, np.int64), sizes)[decoded.ok]
+    images = ImageSet(decoded.images, labels, tuple(class_names))
+    return images, unknown_class, tuple(unknown_names), decoded, listing

@@ -1,0 +1,75 @@
+"""Argument checks and class-name lookups shared by the format readers of :mod:`classanchor.data.formats`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..imageset import DataError, ImageSet, PathLike
+
+REDOWNLOAD = "the file is truncated or corrupt: download it again"
+
+
+def check_split(split: str, allowed: Iterable[str], dataset: str) -> None:
+    """ValueError naming the allowed splits when ``split`` is not one of them."""
+    allowed = tuple(allowed)
+    if split not in allowed:
+        raise ValueError(f"{dataset}: split must be one of {allowed}, got {split!r}.")
+
+
+def check_root(root: PathLike, dataset: str) -> Path:
+    """``root`` as a Path (``~`` expanded); DataError when it does not exist."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DataError(f"{dataset}: data root {path} does not exist.")
+    return path
+
+
+def first_existing(candidates: Iterable[Path]) -> Path | None:
+    """The first path of ``candidates`` that exists, or None."""
+    for c in candidates:
+        if c.exists():
+            return c
+    return None
+
+
+def labels_from_names(found: np.ndarray, class_names: Sequence[str], where: str) -> np.ndarray:
+    """Vectorised name -> index lookup (one dict access per *distinct* name); unknown name -> DataError."""
+    index = {name: i for i, name in enumerate(class_names)}
+    uniq, inverse = np.unique(found, return_inverse=True)
+    bad = [u for u in uniq.tolist() if u not in index]
+    if bad:
+        raise DataError(f"{where}: unknown class folder name(s) {bad}; the folder names must be the "
+                        f"official class names: {list(class_names)}. Rename or remove those folders.")
+    lut = np.array([index[u] for u in uniq.tolist()], dtype=np.int64)
+    return lut[inverse.reshape(-1)]
+
+
+def class_indices(classes: Iterable[int | str], class_names: Sequence[str], dataset: str,
+                  noun: str = "class name") -> np.ndarray:
+    """Sorted unique class indices from indices or names (``noun``: what a name is, e.g. "wnid");
+    out of range or unknown -> DataError."""
+    index = {name: i for i, name in enumerate(class_names)}
+    out = []
+    for c in classes:
+        if isinstance(c, str):
+            if c not in index:
+                more = ", ..." if len(class_names) > 20 else ""
+                raise DataError(f"{dataset}: unknown {noun} {c!r}; the {len(class_names)} valid {noun}s are "
+                                f"{', '.join(class_names[:20])}{more}.")
+            out.append(index[c])
+        else:
+            i = int(c)
+            if not 0 <= i < len(class_names):
+                raise DataError(f"{dataset}: class index {i} out of range 0..{len(class_names) - 1}.")
+            out.append(i)
+    return np.unique(np.asarray(out, dtype=np.int64))
+
+
+def filter_classes(data: ImageSet, classes: Iterable[int | str] | None, dataset: str) -> ImageSet:
+    """The images of ``classes`` (indices or names; None = all); labels keep their values."""
+    if classes is None:
+        return data
+    return data.subset(np.isin(data.labels, class_indices(classes, data.class_names, dataset)))

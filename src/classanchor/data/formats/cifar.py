@@ -1,0 +1,213 @@
+"""CIFAR-10 and CIFAR-100 from the official python version or from an image-folder tree / zip.
+
+Accepted (``root`` may be the file / folder itself or a folder holding it): ``cifar-10-python.tar.gz`` or the
+extracted ``cifar-10-batches-py/`` (CIFAR-100: ``cifar-100-python.tar.gz`` / ``cifar-100-python/``), or an
+image-folder tree ``{train,test}/<official class name>/*.png|jpg`` as a folder or a zip (``CIFAR-10-images.zip``),
+read by :mod:`.image_folder`. The pickles are read by an unpickler that only rebuilds numpy arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import posixpath
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..cache import cached, file_fingerprint
+from ..imageset import DataError, ImageSet, PathLike
+from ._common import REDOWNLOAD, check_root, check_split
+from .image_folder import read_image_folder
+
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "read_cifar10", "read_cifar100"]
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR100_CLASSES: tuple[str, ...] = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle",
+    "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+    "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon",
+    "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail",
+    "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _CifarLayout:
+    title: str
+    folder: str  # extracted python version
+    tar: str  # official python archive
+    images_zip: str  # image-folder zip
+    images_folder: str
+    batches: dict  # split -> member names
+    meta: str
+    label_key: str
+    names_key: str
+    classes: tuple[str, ...]
+
+
+_CIFAR = {
+    "cifar10": _CifarLayout("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+                            "CIFAR-10-images.zip", "CIFAR-10-images",
+                            {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+                            "batches.meta", "labels", "label_names", CIFAR10_CLASSES),
+    "cifar100": _CifarLayout("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz",
+                             "CIFAR-100-images.zip", "CIFAR-100-images",
+                             {"train": ("train",), "test": ("test",)},
+                             "meta", "fine_labels", "fine_label_names", CIFAR100_CLASSES),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds the numpy arrays found in the official CIFAR pickles."""
+
+    _ALLOWED: ClassVar[frozenset] = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in the pickle")
+        return super().find_class(module, name)
+
+
+def _unpickle(data: bytes, where: str) -> dict:
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:
+        raise DataError(f"{where}: cannot unpickle it ({type(e).__name__}: {e}); {REDOWNLOAD}.") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a pickled dict, got {type(obj).__name__}; {REDOWNLOAD}.")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _cifar_from_pickles(layout: _CifarLayout, blobs: dict[str, bytes], split: str, where: str) -> ImageSet:
+    images, labels = [], []
+    for member in layout.batches[split]:
+        d = _unpickle(blobs[member], f"{where}: {member}")
+        if "data" not in d or layout.label_key not in d:
+            raise DataError(f"{where}: {member} lacks 'data' or '{layout.label_key}' (keys {sorted(d)}); "
+                            f"this is not the official {layout.title} python version: download it again.")
+        x = np.asarray(d["data"])
+        y = np.asarray(d[layout.label_key], dtype=np.int64).reshape(-1)
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
+            raise DataError(f"{where}: {member} data has dtype {x.dtype} shape {x.shape} for {len(y)} "
+                            f"labels; expected uint8 (N, 3072); {REDOWNLOAD}.")
+        images.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(y)
+    names = layout.classes
+    if layout.meta in blobs:
+        meta = _unpickle(blobs[layout.meta], f"{where}: {layout.meta}")
+        if layout.names_key in meta:
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[layout.names_key])
+    y = np.concatenate(labels)
+    if y.size and (y.min() < 0 or y.max() >= len(names)):
+        raise DataError(f"{where}: labels {y.min()}..{y.max()} outside 0..{len(names) - 1}; {REDOWNLOAD}.")
+    return ImageSet(np.ascontiguousarray(np.concatenate(images)), y, names)
+
+
+def _read_cifar_tar(layout: _CifarLayout, path: Path, split: str) -> ImageSet:
+    wanted = set(layout.batches[split]) | {layout.meta}
+    blobs: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                base = posixpath.basename(member.name)
+                if member.isfile() and base in wanted and posixpath.basename(
+                        posixpath.dirname(member.name)) == layout.folder:
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    blobs[base] = f.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); {REDOWNLOAD}.") from e
+    missing = [m for m in layout.batches[split] if m not in blobs]
+    if missing:
+        raise DataError(f"{path}: {', '.join(f'{layout.folder}/{m}' for m in missing)} not in the archive; "
+                        f"this is not the complete official {layout.tar}: download it again.")
+    return _cifar_from_pickles(layout, blobs, split, str(path))
+
+
+def _read_cifar_folder(layout: _CifarLayout, folder: Path, split: str) -> ImageSet:
+    blobs = {}
+    for member in (*layout.batches[split], layout.meta):
+        p = folder / member
+        if p.is_file():
+            blobs[member] = p.read_bytes()
+        elif member != layout.meta:
+            raise DataError(f"{p}: file missing from the {layout.title} python version; download "
+                            f"{layout.tar} again and extract it.")
+    return _cifar_from_pickles(layout, blobs, split, str(folder))
+
+
+def _locate_cifar(layout: _CifarLayout, root: Path) -> tuple[str, Path]:
+    """('pickle-tar' | 'pickle-dir' | 'images', path) for the CIFAR data in or at ``root``."""
+    if root.is_file():
+        name = root.name.lower()
+        if name.endswith((".tar.gz", ".tgz", ".tar")):
+            return "pickle-tar", root
+        if name.endswith(".zip"):
+            return "images", root
+        raise DataError(f"{root}: not a {layout.title} file; expected {layout.tar} or an image-folder zip.")
+    if (root / layout.batches["test"][0]).is_file() and (root / layout.meta).is_file():
+        return "pickle-dir", root
+    candidates = [("pickle-dir", root / layout.folder), ("pickle-tar", root / layout.tar),
+                  ("images", root / layout.images_zip), ("images", root / layout.images_folder)]
+    for kind, path in candidates:
+        if path.exists():
+            return kind, path
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        return "images", root
+    raise DataError(f"no {layout.title} data found in {root}: looked for {layout.folder}/ (python batches), "
+                    f"{layout.tar}, {layout.images_zip}, {layout.images_folder}/ (image folders), or "
+                    f"train/ and test/ class folders.")
+
+
+def _read_cifar(variant: str, root: PathLike, split: str, cache_dir, cache, progress) -> ImageSet:
+    layout = _CIFAR[variant]
+    check_split(split, ("train", "test"), layout.title)
+    root = check_root(root, layout.title)
+    kind, path = _locate_cifar(layout, root)
+    if kind == "images":
+        return read_image_folder(path, split, layout.classes, image_size=(32, 32), channels=3,
+                                 cache_dir=cache_dir, cache=cache, progress=progress, name=variant)
+    if kind == "pickle-tar":
+        files = [file_fingerprint(path)]
+        build = lambda: _read_cifar_tar(layout, path, split)
+    else:
+        members = [path / m for m in (*layout.batches[split], layout.meta) if (path / m).is_file()]
+        files = [file_fingerprint(m) for m in members]
+        build = lambda: _read_cifar_folder(layout, path, split)
+    return cached(variant, {"split": split, "files": files}, build, cache_dir, cache)
+
+
+def read_cifar10(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
+                 cache: bool = True, progress: bool = True) -> ImageSet:
+    """CIFAR-10 from the python version (tar.gz or extracted folder) or an image-folder tree / zip.
+
+    Returns images uint8 (N, 32, 32, 3) RGB and labels 0-9 in the official order (airplane ... truck);
+    N = 50000 train, 10000 test.
+    """
+    return _read_cifar("cifar10", root, split, cache_dir, cache, progress)
+
+
+def read_cifar100(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
+                  cache: bool = True, progress: bool = True) -> ImageSet:
+    """CIFAR-100 (fine labels 0-99, official order) from the python version or an image-folder tree / zip.
+
+    Returns images uint8 (N, 32, 32, 3) RGB; N = 50000 train, 10000 test.
+    """
+    return _read_cifar("cifar100", root, split, cache_dir, cache, progress)

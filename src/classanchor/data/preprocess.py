@@ -1,0 +1,104 @@
+"""One preprocessing, from pixels of any size to the network's input: used by evaluation, the benchmark and the predictor.
+
+An image reaches the network in two steps, and every path (training-time validation, the benchmark's
+evaluation, ``classanchor predict`` on files, arrays or PIL images) takes exactly these two:
+
+1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by :data:`RESIZE_RULE`
+   (one bilinear resize, antialiased when shrinking, rounded back to uint8; an ``S x S`` image is untouched);
+2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32.
+
+Decoding an image file (EXIF orientation, mode conversion to grey or RGB) happens before step 1 at the file's
+own size (:mod:`classanchor.data.decode`), so a file, the same pixels as an array and the same image inside a
+benchmark split all give the same network input. The object is saved in ``model.json``
+(:meth:`Preprocessing.to_dict`) and rebuilt from it by the predictor.
+
+Example::
+
+    >>> import torch
+    >>> prep = Preprocessing(size=32, channels=1, mean=(0.13,), std=(0.31,))
+    >>> prep.pixels(torch.zeros(2, 28, 28, dtype=torch.uint8)).shape
+    torch.Size([2, 1, 32, 32])
+    >>> prep(torch.zeros(2, 28, 28, dtype=torch.uint8)).dtype
+    torch.float32
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .augment import RESIZE_RULE, compute_mean_std, normalize_pixels, resize_pixels, to_nchw
+
+__all__ = ["RESIZE_RULE", "Preprocessing", "resize_pixels"]
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become the network's input: side ``size`` S, ``channels`` (1 grey, 3 RGB), normalisation.
+
+    Attributes:
+        size: the network's input side S in pixels.
+        channels: 1 or 3.
+        mean, std: per-channel normalisation in [0, 1] units (one value per channel; a single value broadcasts).
+    """
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        mean = tuple(float(m) for m in self.mean)
+        std = tuple(float(s) for s in self.std)
+        if len(mean) == 1 and self.channels > 1:
+            mean, std = mean * self.channels, std * self.channels
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        if int(self.size) != self.size or self.size < 1:
+            raise ValueError(f"size must be a positive integer, got {self.size!r}.")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}.")
+        if len(mean) != self.channels or len(std) != self.channels:
+            raise ValueError(f"need one mean and one std per channel ({self.channels}), got {mean} and {std}.")
+        if any(not np.isfinite(s) or s <= 0 for s in std) or any(not np.isfinite(m) for m in mean):
+            raise ValueError(f"mean must be finite and std positive, got {mean} and {std}.")
+
+    @classmethod
+    def fit(cls, images, size: int) -> Preprocessing:
+        """Mean and std of uint8 training images ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``."""
+        x = to_nchw(torch.as_tensor(images))
+        mean, std = compute_mean_std(x, layout="NCHW")
+        return cls(size=size, channels=int(x.shape[1]), mean=mean, std=std)
+
+    def pixels(self, images, layout: str | None = None) -> Tensor:
+        """uint8 ``(B, H, W)`` / ``(B, C, H, W)`` / ``(B, H, W, C)`` -> uint8 ``(B, C, S, S)`` (step 1).
+
+        The images must already have this model's channels (file decoding converts modes).
+        """
+        x = to_nchw(torch.as_tensor(images), layout)
+        if x.shape[1] != self.channels:
+            raise ValueError(f"images have {x.shape[1]} channel(s), this model takes {self.channels}; decode them "
+                             "with classanchor.data.decode (it converts grey and colour) or convert them first.")
+        return resize_pixels(x, self.size)
+
+    def normalise(self, pixels: Tensor) -> Tensor:
+        """uint8 ``(B, C, S, S)`` -> float32 ``(x / 255 - mean) / std`` (step 2)."""
+        return normalize_pixels(pixels, self.mean, self.std)
+
+    def __call__(self, images, layout: str | None = None) -> Tensor:
+        """Both steps: uint8 images of any size -> float32 ``(B, C, S, S)`` network input."""
+        return self.normalise(self.pixels(images, layout))
+
+    def to_dict(self) -> dict:
+        """The JSON record saved in ``model.json`` (``input``)."""
+        return {"size": int(self.size), "channels": int(self.channels), "mean": list(self.mean),
+                "std": list(self.std), "pixel_range": "uint8 0-255 divided by 255, then (x - mean) / std",
+                "resize": RESIZE_RULE}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Preprocessing:
+        """Inverse of :meth:`to_dict` (extra keys are ignored)."""
+        return cls(size=int(record["size"]), channels=int(record["channels"]), mean=tuple(record["mean"]),
+                   std=tuple(record["std"]))

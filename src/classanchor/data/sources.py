@@ -1,0 +1,297 @@
+"""Where image files come from: one read-only file source for folders, zips and single files.
+
+:class:`FileSource` opens any of
+
+- a folder (``photos/``): every non-hidden file below it, recursively;
+- a zip (``photos.zip``) or a folder inside one, written as one path (``photos.zip/photos/train``);
+- one file inside a zip (``photos.zip/photos/cat.jpg``) or a plain file (``cat.jpg``): a source holding just it.
+
+Names are posix paths relative to the source (``cat/0001.jpg``); :meth:`FileSource.where` gives the path to show
+a person (zip entries as ``archive.zip/inner/name``). Hidden files (any part starting with ``.``, macOS'
+``__MACOSX/``) are never listed. Zip entries whose name is absolute or contains a ``..`` part would point
+outside the archive: they are never read and are listed in :attr:`FileSource.skipped`.
+
+:func:`expand_paths` turns paths given by a person (files, folders, zips) into the image files to read plus the
+entries skipped with the reason, as ``classanchor predict`` needs. :data:`IMAGE_SUFFIXES` is the one list of
+image file suffixes of the package.
+
+Example::
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (pathlib.Path(tmp) / "cat").mkdir(), (pathlib.Path(tmp) / "cat" / "a.png").write_bytes(b"x")
+    ...     with FileSource(tmp) as source:
+    ...         source.names(), source.read("cat/a.png")
+    (['cat/a.png'], b'x')
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import posixpath
+import re
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from .cache import file_fingerprint
+from .imageset import DataError, PathLike
+
+__all__ = ["IMAGE_SUFFIXES", "OUTSIDE_ARCHIVE", "ExpandedPaths", "FileSource", "SkippedFile", "expand_paths",
+           "is_image_name"]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                                   ".pgm", ".pbm")
+OUTSIDE_ARCHIVE = "outside the archive (an absolute name or one with a '..' part): not read"
+_DAMAGED = "the file or its archive is damaged: copy or download it again"
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not used: its path (zip entries as ``archive.zip/inner/path``) and why."""
+
+    path: str
+    reason: str
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` ends in one of :data:`IMAGE_SUFFIXES` (any case)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith("__MACOSX/") or any(part.startswith(".") for part in name.split("/"))
+
+
+def _outside(name: str) -> bool:
+    """A zip entry name that is absolute or climbs out of the archive with '..'."""
+    posix = name.replace("\\", "/")
+    return posix.startswith("/") or bool(_DRIVE.match(posix)) or ".." in posix.split("/")
+
+
+def _is_zip(path: Path) -> bool:
+    """A file that is read as a zip: named ``*.zip``, or a zip in disguise that is not named like an image."""
+    return path.suffix.lower() == ".zip" or (not is_image_name(path.name) and zipfile.is_zipfile(path))
+
+
+def _locate(path: Path) -> tuple[Path | None, str]:
+    """(zip file, inner path) for a zip or a path inside one; (None, '') for a folder or a plain file."""
+    if path.is_dir():
+        return None, ""
+    if path.is_file():
+        return (path, "") if _is_zip(path) else (None, "")
+    for parent in path.parents:
+        if parent.is_file():
+            if not zipfile.is_zipfile(parent):
+                raise DataError(f"{path}: {parent} is a file, not a folder or a zip.")
+            return parent, path.relative_to(parent).as_posix().strip("/")
+        if parent.exists():
+            break
+    raise DataError(f"{path}: no such file or folder.")
+
+
+class FileSource:
+    """Read-only view of a folder, a zip, a folder inside a zip, one file inside a zip, or a plain file.
+
+    Attributes:
+        path: the folder the names are relative to (for a zip: ``archive.zip/inner``; for a single file: the
+            folder or zip folder holding it).
+        zip_path: the zip file, or None. single_file: the source holds just the one file it was opened on.
+        skipped: zip entries below this source that are never read (outside the archive), with the reason.
+
+    Use it as a context manager: a zip stays open until :meth:`close`. Reading from several threads is safe.
+    """
+
+    def __init__(self, path: PathLike):
+        given = Path(path).expanduser()
+        self.zip_path, inner = _locate(given)
+        self.single_file = False
+        self.skipped: tuple[SkippedFile, ...] = ()
+        self._zip: zipfile.ZipFile | None = None
+        self._files: list[str] = []  # zip or single file: every name, sorted (folders are walked on demand)
+        self._folders: set[str] = set()  # zip: every folder path relative to the source
+        if self.zip_path is None:
+            self.prefix = ""
+            self.path = given.parent if given.is_file() else given
+            if given.is_file():
+                self.single_file, self._files = True, [given.name]
+            return
+        try:
+            self._zip = zipfile.ZipFile(self.zip_path)
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise DataError(f"{self.zip_path}: not a readable zip archive ({err}); the file is damaged or not a "
+                            "zip: copy or download it again.") from err
+        self._list_zip(given, inner)
+
+    def _list_zip(self, given: Path, inner: str) -> None:
+        assert self._zip is not None and self.zip_path is not None
+        entries = self._zip.namelist()
+        if inner and inner in entries and not inner.endswith("/"):  # one file inside the zip
+            self.prefix, _, name = inner.rpartition("/")
+            self.path, self.single_file, self._files = given.parent, True, [name]
+            return
+        self.prefix, self.path = inner, given
+        start = inner + "/" if inner else ""
+        below = [n for n in entries if n.startswith(start)]
+        self.skipped = tuple(SkippedFile(f"{self.zip_path}/{n}", OUTSIDE_ARCHIVE) for n in below if _outside(n))
+        below = [n[len(start):] for n in below if not _outside(n) and not _hidden(n)]
+        self._files = sorted(n for n in below if n and not n.endswith("/"))
+        self._folders = {posixpath.dirname(n.rstrip("/")) for n in below if "/" in n.rstrip("/")}
+        self._folders |= {n.rstrip("/") for n in below if n.endswith("/") and n != "/"}
+        self._folders |= {p for f in list(self._folders) for p in _parents(f)}
+        if inner and not below:
+            tops = sorted({n.split("/", 1)[0] for n in entries if not _hidden(n) and not _outside(n)})
+            raise DataError(f"{given}: the zip {self.zip_path} has no entries under '{inner}/'; its top-level "
+                            f"entries are {tops[:20]}.")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    @property
+    def is_zip(self) -> bool:
+        return self.zip_path is not None
+
+    def names(self, sub: str = "") -> list[str]:
+        """Every non-hidden file below folder ``sub`` of this source (recursively), as posix paths relative to
+        the source. Folders list the files of a folder before its sub-folders, in name order; zips in name order."""
+        start = sub.strip("/") + "/" if sub.strip("/") else ""
+        if self.is_zip or self.single_file:
+            lo = bisect.bisect_left(self._files, start)
+            hi = bisect.bisect_left(self._files, start + "\U0010ffff") if start else len(self._files)
+            return self._files[lo:hi]
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.path / start):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(self.path).as_posix()
+            out.extend(f if rel == "." else f"{rel}/{f}" for f in sorted(filenames) if not f.startswith("."))
+        return out
+
+    def folders(self, sub: str = "") -> list[str]:
+        """The names of the non-hidden folders directly inside folder ``sub``, also empty ones, sorted."""
+        sub = sub.strip("/")
+        if self.single_file:
+            return []
+        if self.is_zip:
+            return sorted(posixpath.basename(f) for f in self._folders if posixpath.dirname(f) == sub)
+        top = self.path / sub
+        if not top.is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(top) if e.is_dir() and not _hidden(e.name))
+
+    def exists(self, name: str) -> bool:
+        """True when the file ``name`` is in this source."""
+        if self.is_zip or self.single_file:
+            i = bisect.bisect_left(self._files, name)
+            return i < len(self._files) and self._files[i] == name
+        return (self.path / name).is_file()
+
+    def where(self, name: str) -> str:
+        """The path of ``name`` to show a person: ``folder/name`` or ``archive.zip/inner/name``."""
+        return f"{self.path.as_posix()}/{name}" if self.is_zip else str(self.path / name)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of file ``name``; DataError naming the file when it is missing or cannot be read."""
+        try:
+            if self._zip is not None:
+                return self._zip.read(f"{self.prefix}/{name}" if self.prefix else name)
+            if self.is_zip:
+                raise ValueError("the zip source was closed")
+            return (self.path / name).read_bytes()
+        except (KeyError, FileNotFoundError) as err:
+            raise DataError(f"{self.where(name)}: file not found{' in the archive' if self.is_zip else ''}; "
+                            f"{_DAMAGED}.") from err
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError,
+                NotImplementedError) as err:
+            raise DataError(f"{self.where(name)}: cannot read it ({type(err).__name__}: {err}); "
+                            f"{_DAMAGED}.") from err
+
+    def fingerprint(self, names: Sequence[str]) -> list:
+        """Cache-key part: the zip file's path, size and mtime, or those of every listed file of a folder."""
+        if self.zip_path is not None:
+            return file_fingerprint(self.zip_path)
+        stats = [os.stat(self.path / n) for n in names]
+        return [str(self.path.resolve()), list(names), [[s.st_size, s.st_mtime_ns] for s in stats]]
+
+
+def _parents(folder: str) -> list[str]:
+    """'a/b/c' -> ['a', 'a/b']."""
+    parts = folder.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@dataclass
+class ExpandedPaths:
+    """The image files found in paths given by a person (:func:`expand_paths`).
+
+    Attributes:
+        files: (source, name) per image file, in the order of the paths given.
+        skipped: paths and entries not used, with the reason.
+        sources: the opened sources; :meth:`close` (or ``with``) closes them.
+    """
+
+    files: list[tuple[FileSource, str]] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    sources: list[FileSource] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def where(self, i: int) -> str:
+        source, name = self.files[i]
+        return source.where(name)
+
+    def read(self, i: int) -> bytes:
+        source, name = self.files[i]
+        return source.read(name)
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def expand_paths(paths: Iterable[PathLike]) -> ExpandedPaths:
+    """Paths of files, folders, zips or parts of zips -> the image files to read and the skipped entries.
+
+    A file given by itself is tried as an image whatever its suffix (a zip is opened as a folder); inside
+    folders and zips only names with an image suffix are used, and the other files are listed as skipped, as
+    are missing paths, empty folders, unreadable zips and zip entries outside the archive.
+    """
+    out = ExpandedPaths()
+    for item in paths:
+        path = Path(item).expanduser()
+        try:
+            source = FileSource(path)
+        except DataError as err:
+            out.skipped.append(SkippedFile(str(path), str(err).removeprefix(f"{path}: ").rstrip(".")))
+            continue
+        out.sources.append(source)
+        out.skipped += source.skipped
+        names = source.names()
+        if not names:
+            out.skipped.append(SkippedFile(str(path), "empty folder: no files in it"))
+        for name in names:
+            if source.single_file or is_image_name(name):
+                out.files.append((source, name))
+            else:
+                suffix = posixpath.splitext(name)[1] or "no suffix"
+                out.skipped.append(SkippedFile(source.where(name), f"not an image file ({suffix})"))
+    return out

@@ -1,0 +1,1 @@
+"""Small makers of test data shared by several test folders."""
