@@ -153,3 +153,11 @@ def test_git_commit_in_a_checkout_takes_no_optional_lock(tmp_path, monkeypatch):
     assert git_commit() == "abc123"
     assert calls and all(k["env"]["GIT_OPTIONAL_LOCKS"] == "0" for _, k in calls)
     assert all(Path(k["cwd"]) == source.parent for _, k in calls)
+
+
+def test_a_run_folder_with_another_config_names_the_fields_that_differ(tmp_path):
+    from classanchor.io import RunFolder
+
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1]})
+    with pytest.raises(ValueError, match=r"trials: \[0, 1\] there, \[0\] now"):
+        RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0]})

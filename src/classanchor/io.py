@@ -274,9 +274,14 @@ class RunFolder:
         if config_path.exists():
             old = read_json(config_path)
             if old.get("config") != record["config"]:
+                before = old.get("config") if isinstance(old.get("config"), dict) else {}
+                differ = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in record["config"].items()
+                          if before.get(key) != value]
+                differ += [f"{key}: {value!r} there, absent now" for key, value in before.items()
+                           if key not in record["config"]]
                 raise ValueError(
-                    f"{config_path} holds a different config than this run; use a new --out folder or delete "
-                    "the old one to start over."
+                    f"{config_path} holds a different config than this run ({'; '.join(differ[:4])}); use a new "
+                    "--out folder, the same settings, or delete the old folder to start over."
                 )
             history = old.get("sessions", [])
         else:
