@@ -187,19 +187,21 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> tuple[list[
     build_backbone(config.backbone, 2, channels, recipe.image_size, **backbone_kwargs_for(config.backbone, recipe,
                                                                            config.backbone_kwargs))
     out = Path(config.out)
-    pending = [t for t in config.trials for m in methods if not (out / f"trial{t}" / job_name(m) / "result.json").exists()]
+
+    def job_dir(trial: int, method: Method) -> Path:
+        return out / f"trial{trial}" / job_name(method)
+
+    pending = [t for t in config.trials for m in methods if not (job_dir(t, m) / "result.json").exists()]
     data = build_trial(get_trial(dataset, pending[0]), config.data_root, seed=config.seed, progress=progress) \
         if pending else None
     folder = RunFolder.create(out, config)
     results = []
     for trial_index in config.trials:
-        todo = [m for m in methods if not (folder.path / f"trial{trial_index}" / job_name(m) / "result.json").exists()]
-        if todo and (data is None or data.trial.trial != trial_index):
+        if trial_index in pending and (data is None or data.trial.trial != trial_index):
             data = None  # free the previous trial's images first
             data = build_trial(get_trial(dataset, trial_index), config.data_root, seed=config.seed, progress=progress)
         for method in methods:
-            job_dir = folder.path / f"trial{trial_index}" / job_name(method)
-            results.append(run_job(data, recipe, method, job_dir, device=device, seed=config.seed,
+            results.append(run_job(data, recipe, method, job_dir(trial_index, method), device=device, seed=config.seed,
                                    backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
                                    precision=config.precision, compile=config.compile,
                                    eval_batch_size=config.eval_batch_size, progress=progress))

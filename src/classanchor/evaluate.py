@@ -137,8 +137,7 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
     for lo in range(0, pixels.shape[0], batch_size):
         x = preprocessing(pixels[lo:lo + batch_size].to(device), layout="NCHW")
         x = to_memory_format(x.flip(-1) if hflip else x, channels_last)
-        with autocast_for(device, False):
-            outputs.append(net(x).float().cpu())
+        outputs.append(net(x).float().cpu())
     k = getattr(net, "num_classes", 0)
     return torch.cat(outputs) if outputs else torch.zeros(0, k)
 
