@@ -6,9 +6,11 @@ TinyImageNet) and for training and evaluation, images/s of
 
 - ``a``    the library: :class:`classanchor.data.loader.DeviceLoader` (uint8 split on the device, batched
            augmentation) + :func:`classanchor.train.train_step` (CAC loss, SGD) exactly as ``train()`` runs
-           them; evaluation = ``DeviceLoader(train=False)`` + ``classanchor.evaluate.collect_logits``.
-           Measured in both memory formats (``a/NHWC`` channels-last, ``a/NCHW`` contiguous), and compiled
-           with ``--compile``; ``a`` in the ratios is the library's default for the device.
+           them; evaluation = :func:`classanchor.evaluate.network_logits` on the uint8 images, exactly as every
+           job and the predictor evaluate (float32, resize + normalise on the device, the device's default
+           memory format, uncompiled), so the a-variants differ only in training. Training is measured in
+           both memory formats (``a/NHWC`` channels-last, ``a/NCHW`` contiguous), and compiled with
+           ``--compile``; ``a`` in the ratios is the library's default for the device.
 - ``b``    the bare network: forward + backward + SGD step (evaluation: forward under inference mode) on
            tensors already in memory, in the default memory format (NCHW): the compute limit.
 - ``c``    conventional research code: ``torch.utils.data.DataLoader`` with per-sample transforms (resize,
@@ -44,7 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 from classanchor import CACNet, get_method
 from classanchor.data.augment import AugmentSpec, reference_sample_params
 from classanchor.data.loader import DeviceLoader
-from classanchor.evaluate import collect_logits
+from classanchor.data.preprocess import Preprocessing
+from classanchor.evaluate import network_logits
 from classanchor.models.classifier32 import Classifier32
 from classanchor.train import Stage, TrainConfig, bf16_is_fast, prepare_network, train_step, use_channels_last
 
@@ -137,7 +140,7 @@ def _net(case: Case, device: torch.device) -> CACNet:
 
 def library_pipeline(case, images, labels, args, device, channels_last: bool, compile: bool,
                      bf16: bool) -> Pipeline:
-    """(a) DeviceLoader + train_step as classanchor.train.train runs them; collect_logits for evaluation.
+    """(a) DeviceLoader + train_step as classanchor.train.train runs them; network_logits for evaluation.
 
     ``bf16``: the forward pass under bfloat16 autocast. Where the library autocasts by default
     (:func:`classanchor.train.bf16_is_fast`) this is its own ``amp=True`` path; elsewhere (an experiment) the
@@ -146,20 +149,18 @@ def library_pipeline(case, images, labels, args, device, channels_last: bool, co
     train_loader = DeviceLoader(images, labels, args.batch_size, case.spec, train=True, device=device, seed=0,
                                 drop_last=True, channels_last=channels_last)
     n_eval = min(args.eval_images, len(labels))
-    eval_loader = DeviceLoader(images[:n_eval], labels[:n_eval], args.eval_batch_size, case.spec, train=False,
-                               device=device, channels_last=channels_last)
+    preprocessing = Preprocessing(case.size, case.channels, case.spec.mean, case.spec.std)
     net = _net(case, device)
     amp = bf16 and bf16_is_fast(device)
     config = TrainConfig(stages=(Stage(1, 0.01),), weight_decay=5e-6, channels_last=channels_last, compile=compile,
-                         amp=amp)
-    forward = prepare_network(net, config, device, next(iter(eval_loader))[0])
+                         precision="bf16" if amp else "float32")
+    forward = prepare_network(net, config, device, next(iter(train_loader))[0])
     if bf16 and not amp:
         plain = forward
 
         def forward(x):
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 return plain(x)
-        forward.eval = plain.eval  # collect_logits calls .eval() on what it is given
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-6)
     state = {"batches": iter(train_loader)}
 
@@ -178,7 +179,8 @@ def library_pipeline(case, images, labels, args, device, channels_last: bool, co
         return steps * args.batch_size
 
     def evaluate() -> int:
-        logits, _ = collect_logits(forward, eval_loader, device=device, amp=amp, channels_last=channels_last)
+        logits = network_logits(net, preprocessing, images[:n_eval], device=device, batch_size=args.eval_batch_size,
+                                layout="NCHW")
         return logits.shape[0]
 
     name = f"a/{'NHWC' if channels_last else 'NCHW'}" + ("+compile" if compile else "") + ("+bf16" if bf16 else "")
@@ -186,7 +188,8 @@ def library_pipeline(case, images, labels, args, device, channels_last: bool, co
 
 
 def loader_pipeline(case, images, labels, args, device) -> Pipeline:
-    """The DeviceLoader alone (batches produced and discarded): the data part of a's cost per image."""
+    """The DeviceLoader alone (batches produced and discarded): the data part of a's training cost per image
+    (its evaluation row is the DeviceLoader's eval batches, which a no longer uses)."""
     channels_last = use_channels_last(None, device)
     train_loader = DeviceLoader(images, labels, args.batch_size, case.spec, train=True, device=device, seed=0,
                                 drop_last=True, channels_last=channels_last)

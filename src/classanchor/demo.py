@@ -17,7 +17,7 @@ import torch
 from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
-from .data.readers import ImageSet
+from .data.imageset import ImageSet
 from .evaluate import SCORE_LABELS
 from .io import RunFolder, write_json, write_text
 from .methods import get_method

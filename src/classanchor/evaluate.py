@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ from .detectors import Detector, make_detector
 from .data.augment import to_nchw
 from .data.preprocess import Preprocessing
 from .metrics import calibrate_threshold, open_set_report
-from .train import autocast_for, to_memory_format, use_channels_last
+from .train import to_memory_format, use_channels_last
 
 __all__ = [
     "DETECTOR_DEFAULTS",
@@ -31,7 +31,6 @@ __all__ = [
     "THRESHOLD_KEYS",
     "Logits",
     "aggregate_reports",
-    "collect_logits",
     "load_logits",
     "network_logits",
     "open_set_evaluation",
@@ -91,28 +90,6 @@ class Logits:
         """Inverse of :meth:`to_npz` (accepts the mapping ``np.load`` returns; other keys are ignored)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: torch.from_numpy(np.asarray(arrays[k])) for k in arrays if k in fields})
-
-
-@torch.inference_mode()
-def collect_logits(net: torch.nn.Module, loader: Iterable, *, device: torch.device | str, amp: bool | None = None,
-                   hflip: bool = False, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``net`` in eval mode over ``loader``; returns (N, K) float32 logits and (N,) labels on the CPU.
-
-    ``hflip=True`` feeds every batch mirrored left-right instead. ``amp``: as :func:`classanchor.train.autocast_for`.
-    (The jobs use :func:`network_logits` on images; this loader form serves the speed benchmark.)
-    """
-    device = torch.device(device)
-    net.eval()
-    outputs, labels = [], []
-    for x, y in loader:
-        if hflip:
-            x = x.flip(-1)
-        if channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, amp):
-            outputs.append(net(x).float())
-        labels.append(y)
-    return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
 
 
 @torch.inference_mode()

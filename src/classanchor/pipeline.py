@@ -182,7 +182,7 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
     """Train ``method`` on ``train_set`` and turn it into an :class:`OpenSetModel` (module docstring, steps 1-4).
 
     Args:
-        train_set, val_set: :class:`~classanchor.data.readers.ImageSet` of known images (labels 0..K-1),
+        train_set, val_set: :class:`~classanchor.data.imageset.ImageSet` of known images (labels 0..K-1),
             uint8 ``(N, H, W[, C])`` of one size.
         recipe: schedule, batch size, augmentation, input size, dropout, anchor fit on mirrored images.
         method: training loss and checkpoint rule; its ``detector`` is the open-set score.

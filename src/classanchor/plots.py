@@ -1,18 +1,14 @@
 """The paper's figures from arrays: every function takes numpy arrays (or tensors) and returns a Figure.
 
 Conventions: label -1 = unknown; open-set scores are "higher = more unknown"; accuracies and AUROCs are
-fractions in [0, 1] (shown as percentages). The figures are built with :class:`matplotlib.figure.Figure`
-directly (no pyplot), so nothing is shown, no GUI backend is needed and nothing is kept alive in pyplot's
-global state; write them with :func:`save_figure`.
-
-Layout: the figures use matplotlib's *constrained* layout, the successor of ``tight_layout`` that also
-makes room for colorbars and for legends placed beside the axes. A single-axes plot accepts ``ax=`` to
-draw into an existing figure (e.g. a panel of a larger figure); it then returns ``ax.figure``.
+fractions in [0, 1] (shown as percentages). Figures are plain :class:`matplotlib.figure.Figure` objects (no
+pyplot: no GUI backend, no global state) with constrained layout, which also makes room for colorbars and
+outside legends; write them with :func:`save_figure`. A single-axes plot accepts ``ax=`` to draw into an
+existing figure (a panel of a larger one) and then returns ``ax.figure``.
 
 Paper figures: Fig. 1 :func:`decision_regions` + :func:`logit_space` (see ``examples/toy_2d.py``);
-Fig. 2 :func:`hyperparameter_heatmaps`; Fig. 3 :func:`ablation_bars`; Fig. 4 :func:`unknown_confusion`
-with :func:`unknown_confusion_counts`; Fig. 5 :func:`image_grid` / :func:`image_rows` with :func:`extremes`.
-Training: :func:`training_curves` (from ``history.json``).
+Fig. 2 :func:`hyperparameter_heatmaps`; Fig. 3 :func:`ablation_bars`; Fig. 4 :func:`unknown_confusion`;
+Fig. 5 :func:`image_grid` / :func:`image_rows` with :func:`extremes`. Training: :func:`training_curves`.
 
 Example:
     >>> import numpy as np
@@ -40,29 +36,15 @@ from matplotlib.patches import Patch
 from .io import atomic_write
 from .metrics import to_numpy
 
-__all__ = [
-    "ablation_bars",
-    "class_colors",
-    "decision_regions",
-    "extremes",
-    "hyperparameter_heatmaps",
-    "image_grid",
-    "image_rows",
-    "logit_space",
-    "roc_curves",
-    "row_normalise",
-    "save_figure",
-    "score_histograms",
-    "training_curves",
-    "trial_bars",
-    "unknown_confusion",
-    "unknown_confusion_counts",
-]
+__all__ = ["ablation_bars", "class_colors", "decision_regions", "extremes", "hyperparameter_heatmaps",
+           "image_grid", "image_rows", "logit_space", "roc_curves", "row_normalise", "save_figure",
+           "score_histograms", "training_curves", "trial_bars", "unknown_confusion"]
 
 #: Colour of everything unknown / rejected (unknown points, the rejected region).
 UNKNOWN_COLOR = "#8c8c8c"
 #: Display names of the library's method keys; any other key is shown as it is.
-METHOD_LABELS = {"cac": "CAC", "anchor": "Anchor loss only", "tuplet": "Tuplet loss only", "ce": "Cross-entropy"}
+METHOD_LABELS = {"cac": "CAC", "anchor": "Anchor loss only", "tuplet": "Tuplet loss only",
+                 "ce": "Cross-entropy"}
 
 
 def _label(name: str) -> str:
@@ -88,6 +70,7 @@ def class_colors(num_classes: int) -> list[tuple[float, float, float]]:
     return palette[:num_classes]
 
 
+
 def _wrap(text: str, inches: float, fontsize_pt: float = 12) -> str:
     """Wrap ``text`` to lines that fit ``inches`` at ``fontsize_pt`` (about 0.55 em per character)."""
     return "\n".join(textwrap.wrap(text, max(10, int(inches * 72 / (0.55 * fontsize_pt)))))
@@ -111,34 +94,30 @@ def _rotate_if_crowded(ax: Axes, names: Sequence[str], slot_inches: float) -> No
 
 # ---------------------------------------------------------------------------------------------- scores
 
-def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score", log_fpr: bool = False,
-               ax: Axes | None = None) -> Figure:
+def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score",
+               log_fpr: bool = False, ax: Axes | None = None) -> Figure:
     """ROC curves of several open-set scores, unknown = positive class, with the AUROC in the legend.
 
     Args:
         curves: ``{method name: (scores (N,), is_unknown (N,) bool)}``; higher score = more unknown.
-        log_fpr: add a second panel with the false positive rate on a logarithmic axis (down to one known
-            sample in the smallest test set): curves that all hug the top-left corner (AUROC near 1, e.g.
-            MNIST) separate there. Needs a new figure (``ax=None``).
-    With more than four curves the legend goes beside the axes (the figure is made wider for it), with two
-    panels under them, so it does not hide the curves.
+        log_fpr: add a panel with the false positive rate on a log axis (down to one known sample), where
+            curves that all hug the top-left corner (MNIST) separate; needs ``ax=None``.
+    The legend goes beside the axes with more than four curves, under them with two panels.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
     if log_fpr and ax is not None:
         raise ValueError("log_fpr=True draws two panels in a new figure; leave ax=None.")
     beside = len(curves) > 4 and ax is None and not log_fpr
-    below = log_fpr  # two panels: the legend goes under them, in two columns
     if ax is None:
-        legend_rows = math.ceil((len(curves) + 1) / 2) if below else 0
+        legend_rows = math.ceil((len(curves) + 1) / 2)  # with two panels, under them in two columns
         size = (10.4, 4.8 + 0.22 * legend_rows) if log_fpr else (9.0 if beside else 5.4, 4.8)
         fig = Figure(figsize=size, layout="constrained")
         axes = list(np.atleast_1d(fig.subplots(1, 2 if log_fpr else 1)))
     else:
         fig, axes = ax.figure, [ax]
-    colors = class_colors(max(len(curves), 1))
     smallest = 1.0  # smallest non-zero false positive rate a curve can take (one known sample)
-    for color, (name, (scores, is_unknown)) in zip(colors, curves.items()):
+    for color, (name, (scores, is_unknown)) in zip(class_colors(max(len(curves), 1)), curves.items()):
         scores = to_numpy(scores).astype(np.float64).ravel()
         is_unknown = to_numpy(is_unknown).astype(bool).ravel()
         if is_unknown.all() or not is_unknown.any():
@@ -148,23 +127,23 @@ def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set
         label = f"{_label(name)} (AUROC {roc_auc_score(is_unknown, scores):.3f})"
         for panel in axes:
             panel.plot(fpr, tpr, color=color, lw=2, label=label)
-    xlabel, ylabel = "false positive rate (fraction of knowns rejected)", "true positive rate (fraction of unknowns rejected)"
+    labels = {"xlabel": "false positive rate (fraction of knowns rejected)",
+              "ylabel": "true positive rate (fraction of unknowns rejected)"}
     first = axes[0]
     first.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance (AUROC 0.5)")
-    first.set(xlim=(0, 1), ylim=(0, 1.01), title=_wrap(title, 5.2), xlabel=xlabel, ylabel=ylabel)
+    first.set(xlim=(0, 1), ylim=(0, 1.01), title=_wrap(title, 5.2), **labels)
     first.set_aspect("equal")
     if log_fpr:
-        log_ax = axes[1]
         chance = np.geomspace(smallest, 1, 50)
-        log_ax.plot(chance, chance, ls="--", color="0.5", lw=1)
-        log_ax.set_xscale("log")
-        log_ax.set(xlim=(smallest, 1), ylim=(0, 1.01), title="the same, false positive rate on a log axis",
-                   xlabel=xlabel, ylabel=ylabel)
+        axes[1].plot(chance, chance, ls="--", color="0.5", lw=1)
+        axes[1].set_xscale("log")
+        axes[1].set(xlim=(smallest, 1), ylim=(0, 1.01), title="the same, false positive rate on a log axis",
+                    **labels)
     for panel in axes:
         panel.grid(alpha=0.3)
     if beside:  # a figure legend: constrained layout makes room for it beside the (square) axes
         fig.legend(*first.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
-    elif below:
+    elif log_fpr:
         fig.legend(*first.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
     else:
         first.legend(loc="lower right", fontsize="small")
@@ -207,7 +186,8 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
     if log_x:
         ax.set_xscale("log")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom for the legend
-    ax.set(title=_wrap(title, fig.get_figwidth() * 0.95), xlabel=_wrap(f"{score_name} (higher = more unknown)", 5.5, 10),
+    ax.set(title=_wrap(title, fig.get_figwidth() * 0.95),
+           xlabel=_wrap(f"{score_name} (higher = more unknown)", 5.5, 10),
            ylabel="fraction of samples per bin" if log_x else "probability density (per score unit)")
     ax.legend(fontsize="small")
     return fig
@@ -217,8 +197,7 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
 
 def _projection(logits: np.ndarray, anchors: np.ndarray | None):
     """Identity for K = 2, else a 2-D PCA fitted on the known logits and the anchors."""
-    k = logits.shape[1]
-    if k == 2:
+    if logits.shape[1] == 2:
         return (lambda z: z), None
     from sklearn.decomposition import PCA
 
@@ -237,10 +216,8 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
 
     Args:
         logits: (N, K) logits of known samples; labels: (N,) classes 0..K-1 (the true or predicted class).
-        anchors: (K, K) anchors (e.g. re-fitted by :func:`classanchor.heads.fit_anchors`) or class means,
-            or None; ``anchor_label`` names them in the legend.
-        class_names: K names.
-        unknown_logits: optional (N_u, K) logits of unknown samples.
+        anchors: (K, K) anchors or class means, or None; ``anchor_label`` names them in the legend.
+        class_names: K names; unknown_logits: optional (N_u, K) logits of unknown samples.
         max_points: at most this many known and this many unknown points are drawn (a fixed random
             subset), so plots of large test sets stay readable and small.
         legend: draw the legend (off when several panels share one).
@@ -293,13 +270,10 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
     if c is not None:
         handles.append(Line2D([], [], marker="*", ls="", markersize=14, markerfacecolor="none",
                               markeredgecolor="k", markeredgewidth=1.5, label=anchor_label))
-    if not legend:
-        return fig
-    if k <= 6:
-        ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.9)
-    else:
-        ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  ncol=1 if k <= 12 else 2)
+    if legend:  # more than six classes: beside the axes, in two columns beyond twelve
+        placement = ({"loc": "best", "framealpha": 0.9} if k <= 6 else
+                     {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "ncol": 1 if k <= 12 else 2})
+        ax.legend(handles=handles, fontsize="small", **placement)
     return fig
 
 
@@ -331,9 +305,9 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
     fig, ax = _figure_and_axes(ax, (5.4, 5.0))
     dx = (gx[-1] - gx[0]) / max(gx.size - 1, 1) / 2
     dy = (gy[-1] - gy[0]) / max(gy.size - 1, 1) / 2
+    xlim, ylim = (gx[0] - dx, gx[-1] + dx), (gy[0] - dy, gy[-1] + dy)
     ax.imshow(pred + 1, cmap=cmap, vmin=-0.5, vmax=k + 0.5, origin="lower", interpolation="nearest",
-              extent=(gx[0] - dx, gx[-1] + dx, gy[0] - dy, gy[-1] + dy), aspect="auto", zorder=0)
-    handles: list = [Patch(facecolor=UNKNOWN_COLOR, edgecolor="0.3", label=unknown_label)]
+              extent=xlim + ylim, aspect="auto", zorder=0)
     if points is not None:
         p = to_numpy(points).astype(np.float64).reshape(-1, 2)
         lab = to_numpy(labels).astype(np.int64).ravel()
@@ -341,55 +315,16 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
             mask = lab == cls
             ax.scatter(p[mask, 0], p[mask, 1], s=10, color=colors[cls], edgecolors="k", lw=0.3, zorder=2,
                        rasterized=True)
-    for cls in range(k):
-        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor=colors[cls], markeredgecolor="k",
-                              markeredgewidth=0.4, label=names[cls]))
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(gx[0] - dx, gx[-1] + dx),
-           ylim=(gy[0] - dy, gy[-1] + dy))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=xlim, ylim=ylim)
     if legend:
+        handles = [Patch(facecolor=UNKNOWN_COLOR, edgecolor="0.3", label=unknown_label)]
+        handles += [Line2D([], [], marker="o", ls="", markerfacecolor=colors[cls], markeredgecolor="k",
+                           markeredgewidth=0.4, label=names[cls]) for cls in range(k)]
         ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.9)
     return fig
 
 
 # ---------------------------------------------------------------------------------- Fig. 4: confusion
-
-def unknown_confusion_counts(predictions, original_classes, accepted_mask, unknown_class_ids,
-                             num_known: int) -> np.ndarray:
-    """Counts behind Fig. 4: for each unknown class, how many of its images accepted as known went to each
-    known class.
-
-    ``counts[u, k]`` = number of samples with ``original_classes == unknown_class_ids[u]``,
-    ``accepted_mask`` True (score below the threshold) and ``predictions == k``. Samples whose original
-    class is not in ``unknown_class_ids`` (the knowns) are ignored.
-
-    Args:
-        predictions: (N,) predicted known class 0..K-1; original_classes: (N,) class ids in the source
-            dataset; accepted_mask: (N,) bool; unknown_class_ids: (U,) distinct original ids, in row order.
-    Returns:
-        (U, K) int64 counts.
-    """
-    pred = to_numpy(predictions).astype(np.int64).ravel()
-    orig = to_numpy(original_classes).astype(np.int64).ravel()
-    accepted = to_numpy(accepted_mask).astype(bool).ravel()
-    ids = to_numpy(unknown_class_ids).astype(np.int64).ravel()
-    if not pred.shape == orig.shape == accepted.shape:
-        raise ValueError(f"predictions {pred.shape}, original_classes {orig.shape} and accepted_mask "
-                         f"{accepted.shape} must have the same length.")
-    if np.unique(ids).size != ids.size:
-        raise ValueError("unknown_class_ids must be distinct.")
-    counts = np.zeros((ids.size, num_known), dtype=np.int64)
-    if ids.size == 0 or pred.size == 0:
-        return counts
-    order = np.argsort(ids)
-    pos = np.clip(np.searchsorted(ids, orig, sorter=order), 0, ids.size - 1)
-    row = order[pos]
-    selected = accepted & (ids[row] == orig)
-    cols = pred[selected]
-    if cols.size and (cols.min() < 0 or cols.max() >= num_known):
-        raise ValueError(f"predictions of accepted samples must be known classes in 0..{num_known - 1}.")
-    np.add.at(counts, (row[selected], cols), 1)
-    return counts
-
 
 def row_normalise(counts) -> np.ndarray:
     """Each row divided by its sum (float64); rows summing to 0 become NaN (shown as "n/a")."""
@@ -400,7 +335,7 @@ def row_normalise(counts) -> np.ndarray:
 
 
 def _annotated_heatmap(ax: Axes, values: np.ndarray, fmt, cmap: str, vmin=None, vmax=None):
-    """imshow of ``values`` with each cell's ``fmt(value)`` written in it (NaN cells hatched, 'n/a')."""
+    """imshow of ``values`` with each cell's ``fmt(value)`` written in it (NaN cells grey, 'n/a')."""
     from matplotlib import colormaps
 
     masked = np.ma.masked_invalid(values)
@@ -426,16 +361,17 @@ def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequenc
     """The heatmap of the paper's Fig. 4, percentages in the cells.
 
     Args:
-        matrix: (U, K) row-normalised fractions (:func:`row_normalise` of
-            :func:`unknown_confusion_counts`); row u = unknown class, column k = known class it was
-            classified as; NaN rows (no unknown of that class accepted) are shown as "n/a".
+        matrix: (U, K) row-normalised fractions (:func:`row_normalise` of the counts of
+            :func:`classanchor.metrics.unknown_confusion`); row u = unknown class, column k = known class it
+            was classified as; NaN rows (no unknown of that class accepted) are shown as "n/a".
         unknown_names, known_names: U and K names.
         row_totals: optional (U,) number of accepted images per row, shown beside the row names.
     """
     m = to_numpy(matrix).astype(np.float64)
     u, k = len(unknown_names), len(known_names)
     if m.shape != (u, k):
-        raise ValueError(f"matrix has shape {m.shape}, expected (len(unknown_names), len(known_names)) = {(u, k)}.")
+        raise ValueError(f"matrix has shape {m.shape}, expected (len(unknown_names), len(known_names)) = "
+                         f"{(u, k)}.")
     width = max(6.0, 2.6 + 0.5 * k + 0.07 * max(len(n) for n in unknown_names))
     fig, ax = _figure_and_axes(ax, (width, 1.8 + 0.4 * u + 0.06 * max(len(n) for n in known_names)))
     image = _annotated_heatmap(ax, 100 * m, lambda v: f"{v:.0f}%", "Blues", vmin=0, vmax=100)
@@ -452,6 +388,9 @@ def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequenc
 
 
 # ------------------------------------------------------------------------------ trials and studies
+
+_METRICS = ("closed-set accuracy", "AUROC")  # the two panels of the trial, ablation and sweep figures
+
 
 def _as_percent_table(per_trial: Mapping[str, Sequence]) -> tuple[list[str], np.ndarray]:
     """{method: [(acc, auroc), ...]} -> names and (M, T_max, 2) percentages, NaN-padded."""
@@ -480,13 +419,11 @@ def _value_labels(ax: Axes, values: Sequence[tuple[float, object]], min_gap: flo
     placed: list[float] = []
     for value, _ in order:
         placed.append(value if not placed else max(value, placed[-1] + min_gap))
-    if placed:  # centre the group on the values again, so no label drifts far from its line
-        shift = (placed[-1] - order[-1][0]) / 2 if len(placed) > 1 else 0.0
-        placed = [p - shift for p in placed]
+    shift = (placed[-1] - order[-1][0]) / 2 if placed else 0.0  # centre the group on its values again
     for (value, color), at in zip(order, placed):
-        ax.annotate(f"{value:.1f}", (1.0, value), xycoords=("axes fraction", "data"), xytext=(1.01, at),
-                    textcoords=("axes fraction", "data"), va="center", fontsize="small", color=color,
-                    annotation_clip=False)
+        ax.annotate(f"{value:.1f}", (1.0, value), xycoords=("axes fraction", "data"),
+                    xytext=(1.01, at - shift), textcoords=("axes fraction", "data"), va="center",
+                    fontsize="small", color=color, annotation_clip=False)
 
 
 def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
@@ -499,15 +436,13 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
         per_trial: ``{method: [(accuracy, auroc) of trial 1, ...]}``, fractions in [0, 1].
         published: ``{method: (accuracy, auroc)}`` from the paper (either may be None), drawn as a dashed
             line in the method's colour across the panel.
-        trial_labels: tick label of each trial (default "trial 1", "trial 2", ...); a run folder passes its
-            own trial indices (e.g. "trial 0") so the plot names the trials as the folders do.
-    Note: the value axis starts near the smallest value (not at 0) so that differences of a few points
-    are visible; read the tick labels.
+        trial_labels: tick label of each trial (default "trial 1", "trial 2", ...).
+    The value axis starts near the smallest value (not at 0) so that differences of a few points show.
     """
     names, table = _as_percent_table(per_trial)
     published = dict(published or {})
     trials = table.shape[1]
-    ticks = [f"trial {t + 1}" for t in range(trials)] if trial_labels is None else [str(t) for t in trial_labels]
+    ticks = [f"trial {t + 1}" for t in range(trials)] if trial_labels is None else [*map(str, trial_labels)]
     if len(ticks) != trials:
         raise ValueError(f"{len(ticks)} trial_labels for {trials} trials.")
     colors = dict(zip(names, class_colors(max(len(names), 1))))
@@ -516,8 +451,8 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
     axes = fig.subplots(1, 2)
     width = 0.8 / max(len(names), 1)
     x = np.arange(trials + 1)  # the trials, then their mean
-    for j, (ax, metric) in enumerate(zip(axes, ("closed-set accuracy", "AUROC"))):
-        pub_values, pub_labels = [], []
+    for j, (ax, metric) in enumerate(zip(axes, _METRICS)):
+        lines = []  # (published value, colour) drawn in this panel
         for i, name in enumerate(names):
             values = table[i, :, j]
             bars = np.append(values, np.nanmean(values) if np.isfinite(values).any() else np.nan)
@@ -526,12 +461,11 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
                    edgecolor="k", lw=0.4)
             pub = published[name][j] if name in published else None
             if pub is not None and np.isfinite(pub):
-                pub_values.append(100 * pub)
-                pub_labels.append((100 * pub, colors[name]))
+                lines.append((100 * pub, colors[name]))
                 ax.axhline(100 * pub, color=colors[name], ls="--", lw=1.6)
-        lo, hi = _ylim_for(table[:, :, j], pub_values)
+        lo, hi = _ylim_for(table[:, :, j], [value for value, _ in lines])
         ax.set_ylim(lo, hi)
-        _value_labels(ax, pub_labels, min_gap=0.055 * (hi - lo))
+        _value_labels(ax, lines, min_gap=0.055 * (hi - lo))
         ax.set_xticks(x, labels=ticks + ["mean"])
         ax.set(title=metric, xlabel="trial (last group: mean over trials)", ylabel=f"{metric} (%)")
         ax.grid(axis="y", alpha=0.3)
@@ -545,21 +479,20 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
     return fig
 
 
-def training_curves(histories: Mapping[str, Sequence[Mapping]], *, best_epochs: Mapping[str, int] | None = None,
-                    anchor_loss_of: Sequence[str] | None = None,
+def training_curves(histories: Mapping[str, Sequence[Mapping]], *,
+                    best_epochs: Mapping[str, int] | None = None, anchor_loss_of: Sequence[str] | None = None,
                     title: str = "Training curves") -> Figure:
     """Per-epoch training history of one or more jobs: loss, validation accuracy, validation anchor loss.
 
     Args:
-        histories: ``{job: [epoch record, ...]}`` as written to ``history.json`` by
-            :func:`classanchor.train.train`; each record has ``epoch``, ``train_loss``, ``val_loss``,
-            ``val_accuracy``, ``val_anchor_loss`` and ``stage`` (missing keys are skipped).
+        histories: ``{job: [epoch record, ...]}`` as in ``history.json``: ``epoch``, ``train_loss``,
+            ``val_loss``, ``val_accuracy``, ``val_anchor_loss``, ``stage`` (missing keys are skipped).
         best_epochs: ``{job: epoch}`` of the kept checkpoint, marked with a ring on every curve.
         anchor_loss_of: the jobs whose validation anchor loss (mean distance ``d_y`` to the training
-            anchors, the CAC checkpoint rule) is drawn; default all. Cross-entropy does not train towards
-            the anchors, so its anchor loss says little.
-    Panels: (1) training loss (solid) and validation loss (dashed); (2) validation accuracy (%);
-    (3) validation anchor loss. A dotted vertical line marks where a new training stage starts.
+            anchors, the CAC checkpoint rule) is drawn; default all (cross-entropy does not train towards
+            the anchors, so its anchor loss says little).
+    Panels: training (solid) and validation (dashed) loss, validation accuracy (%), validation anchor loss;
+    a dotted vertical line marks where a new training stage starts.
     """
     names = list(histories)
     if not names:
@@ -581,15 +514,13 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], *, best_epochs: 
         records = list(histories[name])
         if not records:
             continue
-        epochs = column(records, "epoch")
-        stages = column(records, "stage")
+        epochs, stages = column(records, "epoch"), column(records, "stage")
         stage_starts.update(int(e) for e, a, b in zip(epochs[1:], stages[:-1], stages[1:]) if a != b)
         best = best_epochs.get(name)
         for ax, (key, _) in zip(axes, panels):
-            series = [("train_loss", "-"), ("val_loss", "--")] if key == "loss" else [(key, "-")]
             if key == "val_anchor_loss" and name not in anchor_jobs:
                 continue
-            for field, style in series:
+            for field, style in [("train_loss", "-"), ("val_loss", "--")] if key == "loss" else [(key, "-")]:
                 values = column(records, field) * (100 if field == "val_accuracy" else 1)
                 if not np.isfinite(values).any():
                     continue
@@ -633,12 +564,12 @@ def hyperparameter_heatmaps(magnitudes, weights, accuracy, auroc, *,
             raise ValueError(f"{name} has shape {values.shape}, expected (len(magnitudes), len(weights)) = "
                              f"{(mags.size, wts.size)}.")
     fig = Figure(figsize=(3.2 + 1.4 * 0.62 * wts.size * 2, 1.9 + 0.48 * mags.size), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, values, metric in zip(axes, (acc, roc), ("closed-set accuracy", "AUROC")):
+    weight_labels = [f"{w:g}" for w in wts]
+    for ax, values, metric in zip(fig.subplots(1, 2), (acc, roc), _METRICS):
         image = _annotated_heatmap(ax, 100 * values, lambda v: f"{v:.1f}", "viridis")
-        ax.set_xticks(range(wts.size), labels=[f"{w:g}" for w in wts])
+        ax.set_xticks(range(wts.size), labels=weight_labels)
         ax.set_yticks(range(mags.size), labels=[f"{m:g}" for m in mags])
-        _rotate_if_crowded(ax, [f"{w:g}" for w in wts], 0.62)
+        _rotate_if_crowded(ax, weight_labels, 0.62)
         ax.set(title=metric, xlabel=r"anchor weight $\lambda$ (weight of the anchor loss)",
                ylabel=r"anchor magnitude $\alpha$ (logit units)")
         fig.colorbar(image, ax=ax, label=f"{metric} (%)", shrink=0.9)
@@ -651,16 +582,15 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
     """The paper's Fig. 3: mean +- standard deviation over trials of accuracy and AUROC per loss variant.
 
     Args:
-        results: ``{variant: [(accuracy, auroc) of each trial]}``, fractions in [0, 1]; variants
-            ``cac``, ``anchor``, ``tuplet`` (or any names) in the order to draw. The individual trials are
-            shown as dots; the error bar is the sample standard deviation (ddof = 1; none for one trial).
+        results: ``{variant: [(accuracy, auroc) of each trial]}``, fractions in [0, 1], in the order to
+            draw. The trials are shown as dots; the error bar is the sample standard deviation (ddof = 1;
+            none for one trial).
     """
     names, table = _as_percent_table(results)
     colors = class_colors(max(len(names), 1))
     fig = Figure(figsize=(3.0 + 1.6 * len(names), 4.2), layout="constrained")
-    axes = fig.subplots(1, 2)
     x = np.arange(len(names))
-    for j, (ax, metric) in enumerate(zip(axes, ("closed-set accuracy", "AUROC"))):
+    for j, (ax, metric) in enumerate(zip(fig.subplots(1, 2), _METRICS)):
         values = table[:, :, j]
         counts = np.isfinite(values).sum(axis=1)
         means = np.array([np.nanmean(v) if c else np.nan for v, c in zip(values, counts)])
@@ -679,7 +609,8 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
         ax.set(title=metric, xlabel="loss variant", ylabel=f"{metric} (%)")
         ax.grid(axis="y", alpha=0.3)
     handles = [Patch(facecolor="w", edgecolor="k", label="mean over trials"),
-               Line2D([], [], color="k", marker="_", markersize=10, ls="-", lw=1.4, label="± 1 std (ddof=1)"),
+               Line2D([], [], color="k", marker="_", markersize=10, ls="-", lw=1.4,
+                      label="± 1 std (ddof=1)"),
                Line2D([], [], color="k", marker="o", markersize=4, ls="", label="one trial")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize="small")
     fig.suptitle(title)
@@ -698,9 +629,30 @@ def extremes(scores, n: int) -> tuple[np.ndarray, np.ndarray]:
     if np.isnan(values).any():
         raise ValueError("scores contain NaN; extremes are undefined.")
     n = max(0, min(int(n), values.size))
-    lowest = np.argsort(values, kind="stable")[:n]
-    highest = np.argsort(-values, kind="stable")[:n]
-    return highest, lowest
+    return np.argsort(-values, kind="stable")[:n], np.argsort(values, kind="stable")[:n]
+
+
+def _as_images(images, what: str) -> np.ndarray:
+    """uint8 (N, H, W), (N, H, W, C) with C in {1, 3, 4} -> (N, H, W) grey or (N, H, W, 3|4); none pass."""
+    imgs = to_numpy(images)
+    if imgs.ndim == 4 and imgs.shape[-1] == 1:
+        imgs = imgs[..., 0]
+    if imgs.size and (imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4))):
+        raise ValueError(f"{what} must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {imgs.shape}.")
+    return imgs
+
+
+def _draw_images(axes, imgs: np.ndarray, captions: Sequence[str]) -> None:
+    """Image i in ``axes[i]`` (no ticks) with ``captions[i]`` below it; the axes left over are hidden."""
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(imgs):
+            ax.set_axis_off()
+            continue
+        grey = {"cmap": "gray", "vmin": 0, "vmax": 255} if imgs.ndim == 3 else {}
+        ax.imshow(imgs[i], interpolation="nearest", **grey)
+        ax.set_xlabel(captions[i], fontsize="small")
 
 
 def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = "Test images",
@@ -711,32 +663,17 @@ def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = 
         images: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey images.
         captions: N strings, wrapped to the cell width.
     """
-    imgs = to_numpy(images)
-    if imgs.ndim == 4 and imgs.shape[-1] == 1:
-        imgs = imgs[..., 0]
-    if imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4)):
-        raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {imgs.shape}.")
+    imgs = _as_images(images, "images")
     if len(captions) != len(imgs):
         raise ValueError(f"{len(imgs)} images but {len(captions)} captions.")
-    n = len(imgs)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
+    ncols = max(1, min(ncols, len(imgs)))
+    nrows = max(1, math.ceil(len(imgs) / ncols))
     width = max(12, int(cell_inches * 11))
-    lines = max((len(textwrap.wrap(c, width)) for c in captions), default=1)
+    wrapped = [textwrap.wrap(c, width) for c in captions]
+    lines = max((len(w) for w in wrapped), default=1)
     fig = Figure(figsize=(cell_inches * ncols, (cell_inches + 0.18 * lines + 0.1) * nrows + 0.5),
                  layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.set_axis_off()
-            continue
-        if imgs.ndim == 3:
-            ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        else:
-            ax.imshow(imgs[i], interpolation="nearest")
-        ax.set_xlabel("\n".join(textwrap.wrap(captions[i], width)), fontsize="small")
+    _draw_images(fig.subplots(nrows, ncols, squeeze=False).ravel(), imgs, ["\n".join(w) for w in wrapped])
     fig.suptitle(title)
     return fig
 
@@ -746,49 +683,34 @@ def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str 
     """Several titled rows of captioned images in one figure (Fig. 5: one row per group of extremes).
 
     Args:
-        rows: ``[(row title, images, captions), ...]``; images as for :func:`image_grid` (uint8
-            (N, H, W[, C])), one caption per image (line breaks in a caption are kept). Rows may hold different numbers of images (an
-            empty row is drawn as its title with "no images"); the grid is as wide as the longest row.
+        rows: ``[(row title, images, captions), ...]``; images as for :func:`image_grid`, one caption per
+            image (its line breaks are kept). Rows may hold different numbers of images (an empty row shows
+            "no images"); the grid is as wide as the longest row.
     """
     rows = list(rows)
     if not rows:
         raise ValueError("image_rows needs at least one row.")
-    prepared = []
-    for name, images, captions in rows:
-        imgs = to_numpy(images)
-        if imgs.ndim == 4 and imgs.shape[-1] == 1:
-            imgs = imgs[..., 0]
-        if imgs.size and (imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4))):
-            raise ValueError(f"images of row {name!r} must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
-                             f"got {imgs.shape}.")
-        if len(captions) != len(imgs):
-            raise ValueError(f"row {name!r} has {len(imgs)} images but {len(captions)} captions.")
-        prepared.append((name, imgs, list(captions)))
-    ncols = max(1, max(len(imgs) for _, imgs, _ in prepared))
     width = max(12, int(cell_inches * 11))
 
     def wrap(caption: str) -> str:  # keeps the caption's own line breaks
-        return "\n".join(part for line in caption.splitlines() for part in (textwrap.wrap(line, width) or [""]))
+        return "\n".join("\n".join(textwrap.wrap(line, width)) for line in caption.splitlines())
 
-    lines = max((wrap(c).count("\n") + 1 for _, _, caps in prepared for c in caps), default=1)
+    prepared = []
+    for name, images, captions in rows:
+        imgs = _as_images(images, f"images of row {name!r}")
+        if len(captions) != len(imgs):
+            raise ValueError(f"row {name!r} has {len(imgs)} images but {len(captions)} captions.")
+        prepared.append((name, imgs, [wrap(c) for c in captions]))
+    ncols = max(1, max(len(imgs) for _, imgs, _ in prepared))
+    lines = max((c.count("\n") + 1 for _, _, captions in prepared for c in captions), default=1)
     row_height = cell_inches + 0.17 * lines + 0.45
     fig = Figure(figsize=(cell_inches * ncols + 0.3, row_height * len(prepared) + 0.5), layout="constrained")
     for sub, (name, imgs, captions) in zip(np.atleast_1d(fig.subfigures(len(prepared), 1)), prepared):
         sub.suptitle(name, fontsize="medium", fontweight="bold")
-        axes = np.atleast_1d(sub.subplots(1, ncols, squeeze=False)).ravel()
-        for i, ax in enumerate(axes):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i >= len(imgs):
-                ax.set_axis_off()
-                if i == 0:
-                    ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes)
-                continue
-            if imgs.ndim == 3:
-                ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            else:
-                ax.imshow(imgs[i], interpolation="nearest")
-            ax.set_xlabel(wrap(captions[i]), fontsize="small")
+        axes = sub.subplots(1, ncols, squeeze=False).ravel()
+        _draw_images(axes, imgs, captions)
+        if not len(imgs):
+            axes[0].text(0.5, 0.5, "no images", ha="center", va="center", transform=axes[0].transAxes)
     fig.suptitle(title)
     return fig
 
@@ -796,16 +718,9 @@ def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str 
 # ------------------------------------------------------------------------------------------- saving
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
-    """Write ``fig`` as a PNG atomically (temporary file in the same folder, then ``os.replace``) and close it.
-
-    Returns the path. A pyplot-managed figure is closed in pyplot too; a plain Figure is just released.
-    """
-    path = Path(path)
-
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")  # atomic_write sets the usual permissions
-
-    atomic_write(path, write)
+    """Write ``fig`` as a PNG atomically (:func:`classanchor.io.atomic_write`) and close it in pyplot if it
+    is a pyplot figure (a plain Figure is just released); returns the path."""
+    path = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, facecolor="white"))
     if getattr(fig.canvas, "manager", None) is not None:
         import matplotlib.pyplot as plt
 

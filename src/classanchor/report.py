@@ -1,22 +1,16 @@
 """The report of a run folder: one self-contained HTML page with the config, the tables and every figure.
 
 ``write_report(run_dir)`` reads what the benchmark (and the studies) wrote into a run folder (layout in
-:mod:`classanchor.benchmark`) and writes ``run_dir/report/``:
+:mod:`classanchor.benchmark`) and writes ``run_dir/report/``: ``index.html``, with every figure embedded as
+a base64 ``data:`` URI so that the page can be mailed or archived on its own; the same figures as PNG files
+beside it; ``summary.json`` with the numbers they are drawn from (thresholds, acceptance rates, confusion
+counts, the indices of the Fig. 5 images).
 
-* ``index.html``: the page; every figure is embedded as a base64 ``data:`` URI, so the page is one file
-  that can be mailed or archived on its own;
-* the same figures as PNG files beside it, and ``summary.json`` with the numbers they are drawn from
-  (thresholds, acceptance rates, confusion counts, the indices of the Fig. 5 images).
-
-Everything comes from the saved arrays (``logits.npz``, ``result.json``, ``history.json``); the network is
-not run again. Only Fig. 5 needs the test images, re-read from the ``data_root`` of ``config.json`` (or
-the ``data_root`` argument); without them that figure is skipped with a note. Every other missing
-optional file also skips its section with a one-line note on the page.
-
-Scores: the CAC family (``cac``, ``anchor``, ``tuplet`` jobs) uses the min rejection score with anchors
-re-fitted on the training logits (Algorithm 1, Eq. 11); cross-entropy uses the negative max softmax
-probability. Thresholds accept ``ACCEPT_RATE`` = 95% of the known validation images
-(:func:`classanchor.metrics.calibrate_threshold`); a sample is accepted as known when ``score < threshold``.
+Everything comes from what the jobs saved: their scores, predictions and anchors (``logits.npz``), threshold
+and calibration (``result.json``) and ``history.json``; the network is not run again. The threshold accepts
+``ACCEPT_RATE`` = 95% of the known validation images; a sample is accepted as known when ``score <
+threshold``. Only Fig. 5 needs the test images, re-read from the ``data_root`` of ``config.json`` (or the
+``data_root`` argument). A missing optional file skips its section with a one-line note on the page.
 
 Example::
 
@@ -29,6 +23,7 @@ from __future__ import annotations
 import base64
 import errno
 import html
+import itertools
 import json
 import math
 import os
@@ -43,10 +38,11 @@ import torch
 
 from . import plots
 from .evaluate import DETECTOR_DEFAULTS, Logits
+from .io import (give_usual_permissions, read_json, temporary_sibling_folder, write_failure, write_json,
+                 write_text)
 from .pipeline import ACCEPT_RATE
-from .io import give_usual_permissions, read_json, temporary_sibling_folder, write_failure, write_json, write_text
 
-__all__ = ["ACCEPT_RATE", "JobScores", "confusion_at_threshold", "job_scores", "markdown_to_html", "write_report"]
+__all__ = ["ACCEPT_RATE", "JobScores", "job_scores", "markdown_to_html", "write_report"]
 
 #: Images per row of Fig. 5.
 N_EXTREMES = 6
@@ -69,7 +65,7 @@ class JobScores:
         is_unknown: (N_te,) bool, test label -1.
         threshold: accepts ``ACCEPT_RATE`` of the validation knowns; None without validation logits.
         val_acceptance: share of validation knowns with ``score < threshold`` (None without them).
-        means: (K, K) re-fitted anchors (CAC family) or class means of the correctly classified training
+        means: (K, K) the job's anchors (CAC family) or class means of the correctly classified training
             logits (cross-entropy), for the logit-space plot.
     """
 
@@ -83,40 +79,19 @@ class JobScores:
 
 
 def job_scores(logits: Logits, result: dict) -> JobScores:
-    """Predictions, scores and threshold of one job, as its pipeline stored them (``logits.npz`` + ``result.json``).
-
-    Nothing is re-fitted: the scores, predictions and anchors are the job's own arrays, the threshold and the
-    validation acceptance come from its calibration record. Only the class means drawn for a cross-entropy job
-    in the logit-space plot are computed here (a plot, not a result).
+    """Predictions, scores and threshold of one job as its pipeline stored them (``logits.npz`` with its
+    ``test_scores`` and ``test_predictions``, and ``result.json``). Nothing is re-fitted: only the class
+    means drawn for a cross-entropy job in the logit-space plot are computed here (a plot, not a result).
     """
     from .heads import fit_anchors
 
-    if logits.test_scores is None or logits.test_predictions is None:
-        raise ValueError("logits.npz holds no stored scores (written by an older classanchor); delete the job's "
-                         "result.json and run the benchmark again to re-evaluate it.")
-    k = logits.train.shape[1]
     means = logits.anchors if logits.anchors is not None else fit_anchors(
-        logits.train, logits.train_labels, k, empty_class="all_samples")
+        logits.train, logits.train_labels, logits.train.shape[1], empty_class="all_samples")
     calibration = result.get("calibration") or {}
     return JobScores(result.get("detector", "msp" if result.get("method") == "ce" else "cac"),
                      logits.test_predictions.numpy(), logits.test_scores.numpy(), logits.is_unknown.numpy(),
                      (result.get("open_set") or {}).get("threshold"), calibration.get("achieved_accept_rate"),
                      means.numpy())
-
-
-def confusion_at_threshold(scores: JobScores, test_classes: np.ndarray, num_known: int) -> dict:
-    """Fig. 4 numbers: of each unknown class, how many test images were accepted and taken for which known class.
-
-    Returns ``{"unknown_classes": (U,) original ids ascending, "counts": (U, K), "accepted": (U,),
-    "total": (U,)}`` (numpy int64), at ``scores.threshold``.
-    """
-    classes = np.asarray(test_classes, dtype=np.int64)
-    ids, total = np.unique(classes[scores.is_unknown], return_counts=True)
-    # only unknowns are counted: a known image may share its original id with an unknown class when the
-    # two come from different datasets (CIFAR+10)
-    accepted = scores.is_unknown & (scores.scores < scores.threshold)
-    counts = plots.unknown_confusion_counts(scores.predictions, classes, accepted, ids, num_known)
-    return {"unknown_classes": ids, "counts": counts, "accepted": counts.sum(axis=1), "total": total.astype(np.int64)}
 
 
 # ---------------------------------------------------------------------------------------- run folder
@@ -138,8 +113,8 @@ class _Job:
         return self.job == self.method
 
     def logits(self) -> Logits | None:
-        """The job's saved logits (read without pickle), None when it saved none; a damaged file raises
-        ``ValueError`` naming it."""
+        """The job's saved logits (read without pickle), None when it saved none; a damaged file or one
+        without the job's stored scores raises ``ValueError`` naming it."""
         from .evaluate import load_logits
 
         path = self.path / "logits.npz"
@@ -147,8 +122,9 @@ class _Job:
             return None
         logits = load_logits(path)
         if logits.test_scores is None or logits.test_predictions is None:
+            result = self.path / "result.json"
             raise ValueError(f"{path} holds no stored scores (written by an older classanchor); delete "
-                             f"{self.path / 'result.json'} and run the benchmark again to re-evaluate the job.")
+                             f"{result} and run the benchmark again to re-evaluate the job.")
         return logits
 
     def history(self) -> list | None:
@@ -165,15 +141,15 @@ def _find_jobs(run: Path) -> list[_Job]:
         if not (match and trial_dir.is_dir()):
             continue
         for job_dir in trial_dir.iterdir():
-            if (job_dir / "result.json").exists():
-                jobs.append(_Job(int(match.group(1)), job_dir.name, job_dir, read_json(job_dir / "result.json")))
+            result = job_dir / "result.json"
+            if result.exists():
+                jobs.append(_Job(int(match.group(1)), job_dir.name, job_dir, read_json(result)))
     return sorted(jobs, key=lambda j: (j.trial, order.get(j.job, 9), j.job))
 
 
 def _study_files(run: Path) -> list[Path]:
-    """What studies wrote: every ``.json`` / ``.md`` file at the top of the run folder except the benchmark's
-    own (``config.json``, ``results.json``, ``table.md``), and those in top-level folders named study*,
-    compare*, ablation* or sweep*."""
+    """What studies wrote: the ``.json`` / ``.md`` files at the top of the run folder but the benchmark's
+    own, and those in top-level folders named study*, compare*, ablation* or sweep*."""
     folders = re.compile(r"^(study|compare|ablation|sweep)", re.IGNORECASE)
     found = []
     for path in sorted(run.iterdir()):
@@ -185,15 +161,10 @@ def _study_files(run: Path) -> list[Path]:
 
 
 def _study_pairs(study_files: list[Path]) -> dict[int, list[tuple[str, str]]]:
-    """The (job, detector) pairs each trial of a study evaluated: ``{trial: [(job, detector), ...]}``.
-
-    Read from the ``per_trial`` rows (``trial``, ``job``, ``detector``; rows with an ``error`` left out) of
-    every study output (``<name>.json`` of :mod:`classanchor.studies`); unreadable files are ignored.
-    """
+    """``{trial: [(job, detector), ...]}`` a study evaluated, from the ``per_trial`` rows of its ``.json``
+    output (:mod:`classanchor.studies`; rows with an ``error`` and unreadable files are left out)."""
     pairs: dict[int, list[tuple[str, str]]] = {}
-    for path in study_files:
-        if path.suffix != ".json":
-            continue
+    for path in (p for p in study_files if p.suffix == ".json"):
         try:
             rows = json.loads(path.read_text()).get("per_trial", [])
         except (OSError, ValueError, AttributeError):
@@ -229,31 +200,27 @@ class _Page:
     def note(self, text: str) -> None:
         self.parts.append(f'<p class="note">{html.escape(text)}</p>')
 
-    def raw(self, markup: str) -> None:
-        self.parts.append(markup)
-
-    def figure(self, name: str, fig, caption: str) -> Path:
+    def figure(self, name: str, fig, caption: str) -> None:
         path = plots.save_figure(fig, self.out / f"{name}.png")
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         self.figures.append(path.name)
         self.parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}" '
-                          f'data-file="{html.escape(path.name)}">'
-                          f"<figcaption>{html.escape(caption)} <span class=\"file\">({html.escape(path.name)})"
-                          f"</span></figcaption></figure>")
-        return path
+                          f'data-file="{html.escape(path.name)}"><figcaption>{html.escape(caption)} '
+                          f'<span class="file">({html.escape(path.name)})</span></figcaption></figure>')
 
     def render(self, title: str) -> str:
         toc = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in self.toc)
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
-                f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        title = html.escape(title)
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+                f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
                 f"<nav><ul>{toc}</ul></nav>{''.join(self.parts)}</body></html>\n")
 
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
-        "text-align:left}th{background:#f2f2f2}figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}"
-        "figcaption{font-size:.9em;color:#444}.file{color:#888}.note{color:#8a5a00;font-style:italic}"
-        "code{background:#f4f4f4;padding:0 .2em}nav ul{columns:2}")
+        "text-align:left}th{background:#f2f2f2}figure{margin:1.2em 0}"
+        "img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}.file{color:#888}"
+        ".note{color:#8a5a00;font-style:italic}code{background:#f4f4f4;padding:0 .2em}nav ul{columns:2}")
 
 
 def _inline(text: str) -> str:
@@ -262,45 +229,39 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def markdown_to_html(text: str) -> str:
-    """The Markdown subset the tables use: headings, pipe tables, ``-`` lists, paragraphs, **bold**, `code`."""
-    out: list[str] = []
-    block: list[str] = []
-    kind = ""
+def _markdown_kind(line: str) -> str:
+    """What a stripped Markdown line belongs to: "" (blank), "h", "table", "ul" or "p"."""
+    if not line:
+        return ""
+    return "h" if line.startswith("#") else "table" if line.startswith("|") else (
+        "ul" if line.startswith(("- ", "* ")) else "p")
 
-    def flush() -> None:
-        nonlocal kind
-        if kind == "p":
+
+def markdown_to_html(text: str) -> str:
+    """The Markdown the tables use: headings, pipe tables, ``-`` lists, paragraphs, **bold**, `code`."""
+    out: list[str] = []
+    for kind, group in itertools.groupby((line.strip() for line in text.splitlines()), key=_markdown_kind):
+        block = list(group)
+        if kind == "h":
+            for line in block:
+                level = min(len(line) - len(line.lstrip("#")) + 2, 6)  # below the page's own headings
+                out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif kind == "p":
             out.append(f"<p>{_inline(' '.join(block))}</p>")
         elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_inline(item[2:])}</li>" for item in block) + "</ul>")
         elif kind == "table":
             rows = [r for r in block if not re.fullmatch(r"\|?[\s:|-]+\|?", r)]
-            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        block.clear()
-        kind = ""
-
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            flush()
-            level = min(len(stripped) - len(stripped.lstrip("#")) + 2, 6)  # below the page's own headings
-            out.append(f"<h{level}>{_inline(stripped.lstrip('#').strip())}</h{level}>")
-            continue
-        now = ("" if not stripped else "table" if stripped.startswith("|")
-               else "ul" if stripped.startswith(("- ", "* ")) else "p")
-        if now != kind:
-            flush()
-            kind = now
-        if now == "ul":
-            block.append(stripped[2:])
-        elif now:
-            block.append(stripped)
-    flush()
+            cells = [[_inline(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+            out.append(_html_table(cells[0], cells[1:]))
     return "\n".join(out)
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    """A table with a head row; the cells are HTML already."""
+    head = "".join(f"<th>{c}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _kv_table(rows: list[tuple[str, object]]) -> str:
@@ -321,12 +282,11 @@ def _config_section(page: _Page, record: dict | None) -> dict:
         page.note("config.json is missing: the configuration of this run is unknown.")
         return {}
     config = record.get("config", {})
-    page.raw(_kv_table(list(config.items())))
-    sessions = record.get("sessions", [])
-    page.raw(_kv_table([("classanchor version", record.get("classanchor_version")),
-                        ("git commit", record.get("git_commit") or "unknown (not a git checkout)"),
-                        ("torch version", record.get("torch_version")),
-                        ("sessions that wrote this folder", len(sessions))]))
+    page.parts.append(_kv_table(list(config.items())))
+    page.parts.append(_kv_table([("classanchor version", record.get("classanchor_version")),
+                                 ("git commit", record.get("git_commit") or "unknown (not a git checkout)"),
+                                 ("torch version", record.get("torch_version")),
+                                 ("sessions that wrote this folder", len(record.get("sessions", [])))]))
     return config
 
 
@@ -335,24 +295,17 @@ def _results_section(page: _Page, run: Path, jobs: list[_Job], dataset: str) -> 
 
     page.heading("Results")
     if (run / "table.md").exists():
-        page.raw(markdown_to_html((run / "table.md").read_text()))
+        page.parts.append(markdown_to_html((run / "table.md").read_text()))
         return
     page.note("table.md is missing (the benchmark has not finished); the table below is built from the "
               "finished jobs' result.json files.")
-    if not jobs:
-        page.note("No finished job (trial*/<job>/result.json) in this run folder yet.")
-        return
-    published = PUBLISHED.get(dataset, {})
-    rows = "".join(
-        f"<tr><td>{j.trial}</td><td>{html.escape(j.job)}</td><td>{j.result.get('accuracy', math.nan):.4f}</td>"
-        f"<td>{_fmt(published.get(j.job, (None, None))[0])}</td><td>{j.result.get('auroc', math.nan):.4f}</td>"
-        f"<td>{_fmt(published.get(j.job, (None, None))[1])}</td></tr>" for j in jobs)
-    page.raw("<table><thead><tr><th>trial</th><th>job</th><th>closed-set accuracy</th><th>published</th>"
-             f"<th>AUROC</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>")
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    published, rows = PUBLISHED.get(dataset, {}), []
+    for j in jobs:
+        paper = ["-" if v is None else f"{v:.3f}" for v in published.get(j.job, (None, None))]
+        rows.append([j.trial, html.escape(j.job), f"{j.result.get('accuracy', math.nan):.4f}", paper[0],
+                     f"{j.result.get('auroc', math.nan):.4f}", paper[1]])
+    header = ["trial", "job", "closed-set accuracy", "published", "AUROC", "published"]
+    page.parts.append(_html_table(header, rows))
 
 
 def _names(job: _Job, key: str, count: int, fallback: str) -> list[str]:
@@ -369,8 +322,9 @@ def _trial_images(config: dict, trial: int, labels: np.ndarray, data_root) -> tu
     if not root or not dataset:
         return None, "config.json names no dataset or data_root"
     if not Path(root).exists():
-        return None, f"the data root {root} does not exist on this machine (pass data_root= to point elsewhere)"
-    from .data.readers import DataError
+        return None, (f"the data root {root} does not exist on this machine (pass data_root= to point "
+                      "elsewhere)")
+    from .data.imageset import DataError
     from .data.splits import build_trial, get_trial
 
     try:
@@ -384,34 +338,37 @@ def _trial_images(config: dict, trial: int, labels: np.ndarray, data_root) -> tu
     return test.images, ""
 
 
+#: The rows of Fig. 5, in order: (group, which end of the score, what those images are).
+_EXTREME_ROWS = (("unknown", "highest", "the most clearly unknown"),
+                 ("unknown", "lowest", "the unknowns that look most like a known class"),
+                 ("known", "lowest", "the most typical knowns"),
+                 ("known", "highest", "the knowns that look most unknown"))
+
+
 def _extremes_rows(scores: JobScores, labels: np.ndarray, classes: np.ndarray, images: np.ndarray,
                    known: list[str], unknown_name: dict[int, str]) -> tuple[list, dict]:
     """The four rows of Fig. 5 and the indices (into the test set) they show."""
+
+    def caption(i: int) -> str:
+        if labels[i] < 0:
+            true = f"{unknown_name.get(int(classes[i]), classes[i])} (unknown)"
+        else:
+            true = known[labels[i]]
+        verdict = "" if scores.threshold is None else (
+            "\nrejected" if scores.scores[i] >= scores.threshold else "\naccepted")
+        return (f"true: {true}\npredicted: {known[scores.predictions[i]]}\n"
+                f"score {scores.scores[i]:.3g}{verdict}")
+
     rows, indices = [], {}
-    for group, mask in (("unknown", scores.is_unknown), ("known", ~scores.is_unknown)):
-        where = np.flatnonzero(mask)
+    for group, which, meaning in _EXTREME_ROWS:
+        where = np.flatnonzero(scores.is_unknown == (group == "unknown"))
         if where.size == 0:
             continue
         highest, lowest = plots.extremes(scores.scores[where], N_EXTREMES)
-        order = ((highest, "highest", "the most clearly unknown" if group == "unknown" else
-                  "the knowns that look most unknown"),
-                 (lowest, "lowest", "the unknowns that look most like a known class" if group == "unknown" else
-                  "the most typical knowns"))
-        if group == "known":
-            order = order[::-1]
-        for picks, which, meaning in order:
-            chosen = where[picks]
-            indices[f"{group}_{which}"] = chosen.tolist()
-            captions = []
-            for i in chosen:
-                true = unknown_name.get(int(classes[i]), str(classes[i])) if labels[i] < 0 else known[labels[i]]
-                verdict = "" if scores.threshold is None else (
-                    "\nrejected" if scores.scores[i] >= scores.threshold else "\naccepted")
-                kind = " (unknown)" if labels[i] < 0 else ""
-                captions.append(f"true: {true}{kind}\npredicted: {known[scores.predictions[i]]}\n"
-                                f"score {scores.scores[i]:.3g}{verdict}")
-            title = f"{group.capitalize()} test images with the {which} scores: {meaning}"
-            rows.append((title, images[chosen], captions))
+        chosen = where[highest if which == "highest" else lowest]
+        indices[f"{group}_{which}"] = chosen.tolist()
+        rows.append((f"{group.capitalize()} test images with the {which} scores: {meaning}", images[chosen],
+                     [caption(i) for i in chosen]))
     return rows, indices
 
 
@@ -438,54 +395,56 @@ def _histogram_scale(scores: JobScores) -> tuple[np.ndarray, float | None, str, 
 def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, config: dict, data_root,
                  images_cache: dict) -> dict:
     """Histogram, logit space, confusion, training curves and Fig. 5 of one job; returns its summary."""
-    from .metrics import auroc, closed_set_accuracy
+    from .metrics import auroc, closed_set_accuracy, unknown_confusion
 
     k = logits.train.shape[1]
     labels, classes = logits.test_labels.numpy(), logits.test_classes.numpy()
+    unknown = scores.is_unknown
     known = _names(job, "known_names", k, "class")
-    unknown_ids = np.unique(classes[scores.is_unknown])
+    unknown_ids, unknown_totals = np.unique(classes[unknown], return_counts=True)
     unknown_names = _names(job, "unknown_names", unknown_ids.size, "unknown class")
-    unknown_name = dict(zip(unknown_ids.tolist(), unknown_names))
     label = plots._label(job.job)
     prefix = f"trial{job.trial}_{job.job}"
     summary = {"trial": job.trial, "job": job.job, "method": job.method, "score": scores.detector,
-               "accuracy": closed_set_accuracy(scores.predictions[~scores.is_unknown], labels[~scores.is_unknown]),
-               "auroc": auroc(scores.scores, scores.is_unknown), "threshold": scores.threshold,
+               "accuracy": closed_set_accuracy(scores.predictions[~unknown], labels[~unknown]),
+               "auroc": auroc(scores.scores, unknown), "threshold": scores.threshold,
                "val_acceptance": scores.val_acceptance}
     page.heading(f"{label} ({job.job})", 4)
 
-    known_s, unknown_s = scores.scores[~scores.is_unknown], scores.scores[scores.is_unknown]
     if scores.threshold is not None:
-        summary["test_known_acceptance"] = float((known_s < scores.threshold).mean())
-        summary["unknown_rejection"] = float((unknown_s >= scores.threshold).mean()) if unknown_s.size else None
+        summary["test_known_acceptance"] = float((scores.scores[~unknown] < scores.threshold).mean())
+        summary["unknown_rejection"] = (float((scores.scores[unknown] >= scores.threshold).mean())
+                                        if unknown.any() else None)
     shown, threshold, name, log_x = _histogram_scale(scores)
     page.figure(f"{prefix}_histogram", plots.score_histograms(
-        shown[~scores.is_unknown], shown[scores.is_unknown], threshold, score_name=name, log_x=log_x,
+        shown[~unknown], shown[unknown], threshold, score_name=name, log_x=log_x,
         title=f"{label}, trial {job.trial}: open-set score of the test images"),
         "Open-set score of the known and unknown test images; the dashed line is the threshold that accepts "
-        f"{100 * ACCEPT_RATE:.0f}% of the known validation images (share of test knowns it accepts in the legend)."
-        if scores.threshold is not None else "Open-set score of the known and unknown test images "
+        f"{100 * ACCEPT_RATE:.0f}% of the known validation images (share of test knowns it accepts in the "
+        "legend)." if scores.threshold is not None else "Open-set score of the known and unknown test images "
         "(no validation logits saved, so no calibrated threshold).")
 
     means_label = "re-fitted anchors" if scores.detector == "cac" else "class means (correct train logits)"
     page.figure(f"{prefix}_logit_space", plots.logit_space(
-        logits.test[~logits.is_unknown], labels[~scores.is_unknown], scores.means, known,
+        logits.test[~logits.is_unknown], labels[~unknown], scores.means, known,
         logits.test[logits.is_unknown], anchor_label=means_label, max_points=2000,
         title=f"{label}: logit space of the test images, trial {job.trial}"),
-        f"Logits of up to 2000 known test images (coloured by true class) and 2000 unknown ones (grey x), with the "
-        f"{means_label} as stars.")
+        "Logits of up to 2000 known test images (coloured by true class) and 2000 unknown ones (grey x), "
+        f"with the {means_label} as stars.")
 
     if scores.threshold is None:
         page.note("No validation logits in logits.npz: the unknown-to-known confusion needs the calibrated "
                   "threshold and is skipped.")
-    elif unknown_ids.size:
-        conf = confusion_at_threshold(scores, classes, k)
-        summary["confusion"] = {"unknown_classes": conf["unknown_classes"], "unknown_names": unknown_names,
-                                "known_names": known, "counts": conf["counts"], "accepted": conf["accepted"],
-                                "total": conf["total"]}
-        rows = [f"{n} ({a}/{t} accepted)" for n, a, t in zip(unknown_names, conf["accepted"], conf["total"])]
+    elif unknown_ids.size:  # Fig. 4; only unknowns are counted (a known may share an unknown's original id)
+        confusion = unknown_confusion(scores.scores, scores.predictions, labels, classes, scores.threshold, k)
+        counts = confusion.counts
+        accepted = counts.sum(axis=1)
+        summary["confusion"] = {"unknown_classes": unknown_ids, "unknown_names": unknown_names,
+                                "known_names": known, "counts": counts, "accepted": accepted,
+                                "total": unknown_totals}
+        rows = [f"{n} ({a}/{t} accepted)" for n, a, t in zip(unknown_names, accepted, unknown_totals)]
         page.figure(f"{prefix}_confusion", plots.unknown_confusion(
-            plots.row_normalise(conf["counts"]), rows, known,
+            plots.row_normalise(counts), rows, known,
             title=f"{label}, trial {job.trial}: which known class took the accepted unknowns?"),
             "Each row: the unknown test images of one class that were accepted as known at the calibrated "
             "threshold; the cells give the share of them predicted as each known class (the paper's Fig. 4).")
@@ -508,7 +467,8 @@ def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, conf
     if images is None:
         page.note(f"Fig. 5 (test images with extreme scores) is skipped: {why}.")
     else:
-        rows, summary["extremes"] = _extremes_rows(scores, labels, classes, images, known, unknown_name)
+        rows, summary["extremes"] = _extremes_rows(scores, labels, classes, images, known,
+                                                   dict(zip(unknown_ids.tolist(), unknown_names)))
         page.figure(f"{prefix}_extremes", plots.image_rows(
             rows, title=f"{label}, trial {job.trial}: test images with the highest and lowest "
                         f"{SCORE_NAMES[scores.detector]}"),
@@ -530,7 +490,7 @@ def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data
     if others:
         page.note(f"{len(others)} jobs with other hyperparameters ({', '.join(others[:6])}"
                   f"{', ...' if len(others) > 6 else ''}) appear in the study figures only.")
-    curves, summaries, loaded = {}, [], []
+    curves, loaded = {}, []
     for job in (j for j in jobs if j.is_default):
         logits = job.logits()
         if logits is None:
@@ -543,18 +503,16 @@ def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data
             continue
         curves[f"{job.job}: {SCORE_NAMES[scores.detector]}"] = (scores.scores, scores.is_unknown)
         for name in (d for j, d in studied if j == job.job and d != scores.detector and d in SCORE_NAMES):
-            detector = make_detector(name, **DETECTOR_DEFAULTS.get(name, {})).fit(logits.train, logits.train_labels)
-            curves[f"{job.job}: {SCORE_NAMES[name]}"] = (detector.score(logits.test).numpy(), scores.is_unknown)
+            detector = make_detector(name, **DETECTOR_DEFAULTS.get(name, {})).fit(logits.train,
+                                                                                  logits.train_labels)
+            curves[f"{job.job}: {SCORE_NAMES[name]}"] = detector.score(logits.test).numpy(), scores.is_unknown
     if curves:
-        extra = len(curves) > len(loaded)
-        page.figure(f"trial{trial}_roc", plots.roc_curves(curves, title=f"ROC of each open-set score, trial {trial}",
-                                                             log_fpr=True),
-                    "Unknown test images are the positive class; one curve per network (job) and open-set score"
-                    + (", including the post-hoc scores a study evaluated" if extra else "")
-                    + ". Right: the same curves with the false positive rate on a log axis, where curves close "
-                      "to the top-left corner separate.")
-    for job, logits, scores in loaded:
-        summaries.append(_job_figures(page, job, logits, scores, config, data_root, images_cache))
+        extra = ", including the post-hoc scores a study evaluated" if len(curves) > len(loaded) else ""
+        roc = plots.roc_curves(curves, title=f"ROC of each open-set score, trial {trial}", log_fpr=True)
+        page.figure(f"trial{trial}_roc", roc, "Unknown test images are the positive class; one curve per "
+                    f"network (job) and open-set score{extra}. Right: the same curves with the false "
+                    "positive rate on a log axis, where curves close to the top-left corner separate.")
+    summaries = [_job_figures(page, *loaded_job, config, data_root, images_cache) for loaded_job in loaded]
     return summaries, list(curves)
 
 
@@ -562,53 +520,51 @@ def _trial_bars_section(page: _Page, jobs: list[_Job], dataset: str) -> None:
     from .benchmark import PUBLISHED
 
     default = [j for j in jobs if j.is_default]
-    trials = sorted({j.trial for j in default})
     if not default:
         return
     page.heading("Accuracy and AUROC per trial")
+    trials = sorted({j.trial for j in default})
     names = list(dict.fromkeys(j.job for j in default))
-    per_trial = {n: [next(((j.result["accuracy"], j.result["auroc"]) for j in default
-                           if j.job == n and j.trial == t), (math.nan, math.nan)) for t in trials] for n in names}
+    results = {(j.job, j.trial): (j.result["accuracy"], j.result["auroc"]) for j in default}
+    per_trial = {n: [results.get((n, t), (math.nan, math.nan)) for t in trials] for n in names}
     published = {n: v for n, v in PUBLISHED.get(dataset, {}).items() if n in names}
-    page.figure("trial_bars", plots.trial_bars(per_trial, published, trial_labels=[f"trial {t}" for t in trials],
-                                               title=f"{dataset}: closed-set accuracy and AUROC per trial"),
-                "Measured values per trial and their mean; dashed lines: the paper's published values "
-                "(Tables 2 and 3)." if published else "Measured values per trial and their mean (no published "
-                "values for this dataset).")
+    bars = plots.trial_bars(per_trial, published, trial_labels=[f"trial {t}" for t in trials],
+                            title=f"{dataset}: closed-set accuracy and AUROC per trial")
+    page.figure("trial_bars", bars, "Measured values per trial and their mean; dashed lines: the paper's "
+                "published values (Tables 2 and 3)." if published else "Measured values per trial and their "
+                "mean (no published values for this dataset).")
 
 
 def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list[Path]) -> None:
     page.heading("Studies")
-    sweep = [j for j in jobs if j.method == "cac" and "anchor_magnitude" in j.result and "anchor_weight" in j.result]
-    pairs = sorted({(float(j.result["anchor_magnitude"]), float(j.result["anchor_weight"])) for j in sweep})
-    if len(pairs) > 1:
-        mags = sorted({m for m, _ in pairs})
-        wts = sorted({w for _, w in pairs})
+    cells: dict[tuple[float, float], list[dict]] = {}  # CAC results per (anchor magnitude, anchor weight)
+    for j in jobs:
+        if j.method == "cac" and "anchor_magnitude" in j.result and "anchor_weight" in j.result:
+            key = (float(j.result["anchor_magnitude"]), float(j.result["anchor_weight"]))
+            cells.setdefault(key, []).append(j.result)
+    if len(cells) > 1:
+        mags, wts = sorted({m for m, _ in cells}), sorted({w for _, w in cells})
         acc, roc = np.full((len(mags), len(wts)), np.nan), np.full((len(mags), len(wts)), np.nan)
-        for i, m in enumerate(mags):
-            for c, w in enumerate(wts):
-                cell = [j.result for j in sweep if (j.result["anchor_magnitude"], j.result["anchor_weight"]) == (m, w)]
-                if cell:
-                    acc[i, c] = np.mean([r["accuracy"] for r in cell])
-                    roc[i, c] = np.mean([r["auroc"] for r in cell])
+        for (m, w), results in cells.items():
+            acc[mags.index(m), wts.index(w)] = np.mean([r["accuracy"] for r in results])
+            roc[mags.index(m), wts.index(w)] = np.mean([r["auroc"] for r in results])
         page.figure("sweep_heatmaps", plots.hyperparameter_heatmaps(mags, wts, acc, roc),
-                    "CAC's accuracy and AUROC (mean over the trials run) over anchor magnitude x anchor weight "
-                    "(the paper's Fig. 2); n/a = not run.")
+                    "CAC's accuracy and AUROC (mean over the trials run) over anchor magnitude x anchor "
+                    "weight (the paper's Fig. 2); n/a = not run.")
     else:
         page.note("No hyperparameter sweep in this run folder (CAC jobs with more than one anchor magnitude "
                   "or weight): Fig. 2 is skipped.")
     variants = [v for v in ("cac", "anchor", "tuplet") if any(j.job == v for j in jobs)]
     if len(variants) > 1:
-        results = {v: [(j.result["accuracy"], j.result["auroc"]) for j in jobs if j.job == v] for v in variants}
-        page.figure("ablation_bars", plots.ablation_bars(results),
-                    "CAC against its anchor term alone and its tuplet term alone: mean and standard deviation "
-                    "over trials, dots = single trials (the paper's Fig. 3).")
+        bars = plots.ablation_bars({v: [(j.result["accuracy"], j.result["auroc"]) for j in jobs if j.job == v]
+                                    for v in variants})
+        page.figure("ablation_bars", bars, "CAC against its anchor term alone and its tuplet term alone: "
+                    "mean and standard deviation over trials, dots = single trials (the paper's Fig. 3).")
     else:
         page.note("No ablation in this run folder (anchor-only or tuplet-only jobs): Fig. 3 is skipped.")
-    for path in study_files:
-        if path.suffix == ".md":
-            page.heading(f"{path.relative_to(run)}", 3)
-            page.raw(markdown_to_html(path.read_text()))
+    for path in (p for p in study_files if p.suffix == ".md"):
+        page.heading(f"{path.relative_to(run)}", 3)
+        page.parts.append(markdown_to_html(path.read_text()))
     listed = [str(p.relative_to(run)) for p in study_files if p.suffix == ".json"]
     if listed:
         page.text("Study result files: " + ", ".join(listed) + ".")
@@ -616,24 +572,12 @@ def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list
 
 # ------------------------------------------------------------------------------------------ the API
 
-def _remove_old_figures(out: Path, keep: set[str] = frozenset()) -> None:
-    """Delete the PNGs an earlier report listed in ``out/summary.json`` (they may not apply any more), except
-    those named in ``keep`` (about to be replaced); nothing else in ``out`` is touched."""
-    try:
-        names = read_json(out / "summary.json").get("figures", []) if (out / "summary.json").exists() else []
-    except (ValueError, AttributeError):
-        return
-    for name in names if isinstance(names, list) else []:
-        if isinstance(name, str) and Path(name).name == name and name.endswith(".png") and name not in keep:
-            (out / name).unlink(missing_ok=True)
-
-
 def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
     """Write the HTML report of a run folder and the PNGs beside it; returns the path of ``index.html``.
 
-    The report is built in a temporary sibling folder (``.<out name>.XXXXXXXX.tmp``) and moved into ``out_dir``
-    only when complete (``index.html`` last, each file with ``os.replace``): a failure (a damaged ``logits.npz``,
-    a full disk) writes nothing and leaves an earlier report as it was.
+    The report is built in a temporary sibling folder (``.<out name>.XXXXXXXX.tmp``) and moved into
+    ``out_dir`` only when complete (:func:`_move_into`): a failure (a damaged ``logits.npz``, a full disk)
+    writes nothing and leaves an earlier report as it was.
 
     Args:
         run_dir: a folder written by ``classanchor benchmark`` (or the studies).
@@ -652,8 +596,8 @@ def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
         raise ValueError(f"{out} is a file; the report needs a folder (pass another --out).")
     jobs = _find_jobs(run)
     if not jobs:
-        raise ValueError(f"{run} holds no finished job (no trial*/<job>/result.json): nothing to report; pass the "
-                         "--out folder of a benchmark run that has finished at least one job.")
+        raise ValueError(f"{run} holds no finished job (no trial*/<job>/result.json): nothing to report; "
+                         "pass the --out folder of a benchmark run that has finished at least one job.")
     build = temporary_sibling_folder(out)
     try:
         _build_report(run, build, jobs, data_root)
@@ -668,8 +612,9 @@ def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
 
 
 def _move_into(build: Path, out: Path) -> None:
-    """Put the finished report ``build`` at ``out``: the whole folder when ``out`` does not exist, else file by
-    file (``index.html`` last), removing the figures of the earlier report that this one no longer has."""
+    """Put the finished report ``build`` at ``out``: the whole folder when ``out`` does not exist, else file
+    by file (``os.replace``, ``index.html`` last), removing the PNGs the earlier report listed in its
+    ``summary.json`` that this one does not replace; nothing else in ``out`` is touched."""
     give_usual_permissions(build, directory=True)  # mkdtemp makes 0700
     if not out.exists():
         try:
@@ -678,7 +623,13 @@ def _move_into(build: Path, out: Path) -> None:
         except OSError:
             out.mkdir(parents=True, exist_ok=True)  # created meanwhile: fall through to file by file
     new = {p.name for p in build.iterdir()}
-    _remove_old_figures(out, keep=new)
+    try:
+        old = read_json(out / "summary.json").get("figures", []) if (out / "summary.json").exists() else []
+    except (ValueError, AttributeError):
+        old = []
+    for name in old if isinstance(old, list) else []:
+        if isinstance(name, str) and Path(name).name == name and name.endswith(".png") and name not in new:
+            (out / name).unlink(missing_ok=True)
     for name in sorted(new - {"index.html"}) + ["index.html"]:
         os.replace(build / name, out / name)
 
@@ -686,11 +637,11 @@ def _move_into(build: Path, out: Path) -> None:
 def _build_report(run: Path, out: Path, jobs: list[_Job], data_root) -> None:
     """Write the report of ``run`` (its finished ``jobs``) into the empty folder ``out``."""
     record = read_json(run / "config.json") if (run / "config.json").exists() else None
-    dataset = (record or {}).get("config", {}).get("dataset") or (jobs[0].result.get("dataset") if jobs else "")
+    dataset = (record or {}).get("config", {}).get("dataset") or jobs[0].result.get("dataset")
     page = _Page(out)
     page.text(f"Run folder {run.resolve()}; dataset {dataset or 'unknown'}; report written "
-              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the saved logits (the network was not run "
-              "again).")
+              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the saved logits (the network was not "
+              "run again).")
     config = _config_section(page, record)
     _results_section(page, run, jobs, dataset)
     study_files = _study_files(run)

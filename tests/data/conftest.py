@@ -98,7 +98,7 @@ def make_cifar(root: Path, variant: str = "cifar10", per_class=(2, 1), tar: bool
     if variant == "cifar10":
         files["batches.meta"] = _py2_pickle({b"label_names": [n.encode() for n in CIFAR10]})
     else:
-        from classanchor.data.readers import CIFAR100_CLASSES
+        from classanchor.data.formats.cifar import CIFAR100_CLASSES
 
         files["meta"] = _py2_pickle({b"fine_label_names": [n.encode() for n in CIFAR100_CLASSES]})
     root.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from classanchor.data.formats import mnist
-from classanchor.data.readers import read_cifar10, read_mnist
+from classanchor.data.formats.cifar import read_cifar10
+from classanchor.data.formats.mnist import read_mnist
 
 from ..helpers.files import cache_files
 
@@ -50,6 +51,14 @@ def test_damaged_cache_file_is_rebuilt(tmp_path, make, cache_env):
         data = read_mnist(tmp_path, "test")
     np.testing.assert_array_equal(data.labels, truth["test"][1])
     assert cache_files(cache_env) == [f.name]
+
+
+def test_an_unwritable_cache_warns_and_the_data_is_still_read(tmp_path, make):
+    truth = make.mnist(tmp_path)
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.warns(UserWarning, match="could not write the dataset cache .* continuing without it"):
+        data = read_mnist(tmp_path, "test", cache_dir=tmp_path / "not-a-folder")
+    np.testing.assert_array_equal(data.labels, truth["test"][1])
 
 
 def test_no_temp_files_left(tmp_path, make, cache_env):

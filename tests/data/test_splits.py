@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classanchor.data.readers import CIFAR10_CLASSES, CIFAR100_CLASSES, DataError
+from classanchor.data.formats.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
+from classanchor.data.imageset import DataError
 from classanchor.data.splits import (
     BENCHMARKS,
     OpenSetTrial,

@@ -40,23 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "AugmentParams",
-    "AugmentSpec",
-    "affine_matrices",
-    "apply_params",
-    "augment_batch",
-    "compute_mean_std",
-    "eval_transform",
-    "normalize",
-    "normalize_pixels",
-    "RESIZE_RULE",
-    "resize_pixels",
-    "reference_sample_params",
-    "sample_crop_params",
-    "sample_params",
-    "to_nchw",
-]
+__all__ = ["RESIZE_RULE", "AugmentParams", "AugmentSpec", "affine_matrices", "apply_params", "augment_batch",
+           "compute_mean_std", "eval_transform", "normalize_pixels", "reference_sample_params",
+           "resize_pixels", "sample_crop_params", "sample_params", "to_nchw"]
 
 NUM_CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params tries this many times, then falls back
 
@@ -115,52 +101,34 @@ class AugmentParams(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------- layout
-def _channel_axis(shape: tuple[int, ...], layout: str | None) -> int | None:
-    """Channel axis of an image batch: None for (B, H, W), 1 for NCHW, 3 for NHWC."""
-    if len(shape) == 3:
-        return None
-    if len(shape) != 4:
-        raise ValueError(f"expected images of shape (B, H, W), (B, C, H, W) or (B, H, W, C), got {shape}")
-    if layout is not None:
-        if layout.upper() not in ("NCHW", "NHWC"):
-            raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
-        return 1 if layout.upper() == "NCHW" else 3
-    channels = (1, 3, 4)
-    if shape[3] in channels and shape[1] not in channels:
-        return 3
-    return 1
-
-
 def to_nchw(images, layout: str | None = None) -> Tensor:
     """(B, H, W), (B, C, H, W) or (B, H, W, C) array/tensor -> (B, C, H, W) tensor (a view where possible).
 
     The layout is guessed from the shape (channels = a size of 1, 3 or 4) unless ``layout`` says it.
     """
     x = torch.as_tensor(images)
-    axis = _channel_axis(tuple(x.shape), layout)
-    if axis is None:
+    if x.ndim == 3:
         return x.unsqueeze(1)
-    if axis == 3:
-        return x.permute(0, 3, 1, 2)
-    return x
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (B, H, W), (B, C, H, W) or (B, H, W, C), got "
+                         f"{tuple(x.shape)}")
+    if layout is not None and layout.upper() not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    if layout is None:  # channels last when only the last axis looks like channels
+        nhwc = x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
+    else:
+        nhwc = layout.upper() == "NHWC"
+    return x.permute(0, 3, 1, 2) if nhwc else x
 
 
 # ------------------------------------------------------------------------------------------ parameters
 def _generator_device(generator: torch.Generator | None, device) -> torch.device:
-    if generator is not None:
-        return generator.device
-    return torch.device(device) if device is not None else torch.device("cpu")
+    return generator.device if generator is not None else torch.device(device or "cpu")
 
 
-def sample_crop_params(
-    n: int,
-    height: int,
-    width: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator | None = None,
-    device=None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, float],
+                       ratio: tuple[float, float], generator: torch.Generator | None = None,
+                       device=None) -> tuple[Tensor, ...]:
     """RandomResizedCrop boxes for n samples at once -> (top, left, h, w), int64 tensors of shape (n,).
 
     Same distribution as torchvision's ``RandomResizedCrop.get_params``: per try, area fraction ~ U(scale),
@@ -204,14 +172,12 @@ def sample_crop_params(
     return top, left, h, w
 
 
-def sample_params(
-    n: int, spec: AugmentSpec, generator: torch.Generator | None = None, device=None
-) -> AugmentParams:
-    """Draw crop boxes, flips and angles for n samples -> AugmentParams of shape (n,) on the generator's device."""
+def sample_params(n: int, spec: AugmentSpec, generator: torch.Generator | None = None,
+                  device=None) -> AugmentParams:
+    """Crop boxes, flips and angles for n samples -> AugmentParams of shape (n,) on the generator's device."""
     dev = _generator_device(generator, device)
-    top, left, h, w = sample_crop_params(
-        n, spec.size, spec.size, (spec.scale_min, 1.0), spec.ratio, generator=generator, device=dev
-    )
+    top, left, h, w = sample_crop_params(n, spec.size, spec.size, (spec.scale_min, 1.0), spec.ratio,
+                                         generator, dev)
     u = torch.rand((n, 2), generator=generator, device=dev)
     flip = u[:, 0] < spec.flip_p
     angle = (2.0 * u[:, 1] - 1.0) * spec.rotation_deg
@@ -260,16 +226,12 @@ def _rotation_fill_mask(angle: Tensor, size: int) -> Tensor:
     return (coverage(rx) * coverage(ry)).unsqueeze(1)
 
 
-def _norm_coeffs(spec: AugmentSpec, channels: int, device) -> tuple[Tensor, Tensor]:
-    """(scale, shift) of shape (1, C, 1, 1) so that normalised = uint8_value * scale - shift."""
-    return _cached_norm_coeffs(spec.mean, spec.std, int(channels), torch.device(device))
-
-
 @functools.lru_cache(maxsize=64)
-def _cached_norm_coeffs(
-    mean_t: tuple, std_t: tuple, channels: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    # Cached per device: a host-to-device copy per batch would synchronise the GPU stream on the hot path.
+def _norm_coeffs(mean_t: tuple, std_t: tuple, channels: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(scale, shift) of shape (1, C, 1, 1) so that normalised = uint8_value * scale - shift.
+
+    Cached per device: a host-to-device copy per batch would synchronise the GPU stream on the hot path.
+    """
     mean = torch.tensor(mean_t, dtype=torch.float32)
     std = torch.tensor(std_t, dtype=torch.float32)
     if mean.numel() == 1:
@@ -283,18 +245,12 @@ def _cached_norm_coeffs(
 
 def normalize_pixels(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
     """(B, C, H, W) uint8 (or float in [0, 255]) -> float32 ``(x / 255 - mean) / std`` per channel."""
-    scale, shift = _cached_norm_coeffs(tuple(mean), tuple(std), int(x.shape[1]), x.device)
+    scale, shift = _norm_coeffs(tuple(mean), tuple(std), int(x.shape[1]), x.device)
     return x.float().mul_(scale).sub_(shift) if x.dtype != torch.float32 else x * scale - shift
 
 
-def normalize(x: Tensor, spec: AugmentSpec) -> Tensor:
-    """(B, C, H, W) float in uint8 units [0, 255] -> (x / 255 - mean) / std, float32."""
-    return normalize_pixels(x, spec.mean, spec.std)
-
-
-def apply_params(
-    images: Tensor, params: AugmentParams, spec: AugmentSpec, layout: str | None = None
-) -> Tensor:
+def apply_params(images: Tensor, params: AugmentParams, spec: AugmentSpec,
+                 layout: str | None = None) -> Tensor:
     """Crop + resize + flip + rotate + normalise with given parameters.
 
     images: uint8 (or float in [0, 255]) (B, C, H, W) / (B, H, W, C) / (B, H, W) on any device; params on the
@@ -307,13 +263,12 @@ def apply_params(
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     if spec.rotation_deg > 0:
         out = out * _rotation_fill_mask(params.angle, spec.size)
-    scale, shift = _norm_coeffs(spec, c, out.device)
+    scale, shift = _norm_coeffs(spec.mean, spec.std, c, out.device)
     return out.mul_(scale).sub_(shift)
 
 
-def augment_batch(
-    images: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None, layout: str | None = None
-) -> Tensor:
+def augment_batch(images: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None,
+                  layout: str | None = None) -> Tensor:
     """Random train augmentation of a batch: uint8 (B, C, H, W) or (B, H, W, C) -> float32 (B, C, S, S).
 
     All randomness comes from ``generator`` (same state -> same batch); it may live on the CPU or on the
@@ -331,12 +286,12 @@ def augment_batch(
     return apply_params(x, params, spec, layout)
 
 
-RESIZE_RULE = ("bilinear resize to S x S (torch.nn.functional.interpolate, align_corners=False, antialiased when "
-               "shrinking) rounded to uint8; images already S x S are unchanged")
+RESIZE_RULE = ("bilinear resize to S x S (torch.nn.functional.interpolate, align_corners=False, antialiased "
+               "when shrinking) rounded to uint8; images already S x S are unchanged")
 
 
 def resize_pixels(images: Tensor, size: int) -> Tensor:
-    """uint8 ``(B, C, H, W)`` -> uint8 ``(B, C, size, size)`` by :data:`RESIZE_RULE` (the only resize at test time).
+    """uint8 ``(B, C, H, W)`` -> uint8 ``(B, C, size, size)`` by :data:`RESIZE_RULE` (test-time resize).
 
     Every output pixel depends only on its own image, so the result does not depend on the batch it is in.
     """
@@ -345,8 +300,8 @@ def resize_pixels(images: Tensor, size: int) -> Tensor:
         return images
     if images.dtype != torch.uint8:
         raise TypeError(f"resize_pixels expects uint8 pixels, got {images.dtype}.")
-    shrink = h > size or w > size
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=h > size or w > size)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -386,13 +341,8 @@ def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ..
 
 
 # -------------------------------------------------------------------------------- per-sample reference
-def reference_sample_params(
-    height: int,
-    width: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator | None = None,
-) -> tuple[int, int, int, int]:
+def reference_sample_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                            generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
     """ONE crop box (top, left, h, w), drawn exactly as torchvision's ``RandomResizedCrop.get_params``.
 
     A per-sample Python reference for tests and benchmarks only; never use it on a hot path.

@@ -1,10 +1,9 @@
 """The ``.npz`` cache of decoded datasets: decode a benchmark dataset once, read it back in a second.
 
-A cache file is ``<cache_dir>/<kind>-<digest>.npz`` holding ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,)
-and ``class_names``; the digest covers :data:`CACHE_FORMAT`, the reader's settings and the fingerprint (path,
-size, modification time) of every source file, so a changed file is read again. ``cache_dir`` defaults to
-``$CLASSANCHOR_CACHE`` or ``~/.cache/classanchor``. Files are written atomically (temp file, then
-``os.replace``); an unwritable cache only warns, a damaged cache file is deleted and rebuilt.
+A cache file is ``<cache_dir>/<kind>-<digest>.npz`` holding ``images`` uint8 (N, H, W, C), ``labels`` int64
+(N,) and ``class_names``; the digest covers :data:`CACHE_FORMAT`, the reader's settings and the fingerprint
+(path, size, modification time) of every source file, so a changed file is read again. Files are written
+atomically; an unwritable cache only warns, a damaged cache file is deleted and rebuilt.
 
 Example::
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -29,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write
 from .imageset import ImageSet, PathLike
 
-__all__ = ["CACHE_FORMAT", "cache_path", "cached", "default_cache_dir", "file_fingerprint", "save_npz", "try_load"]
+__all__ = ["CACHE_FORMAT", "cache_path", "cached", "default_cache_dir", "file_fingerprint", "save_npz",
+           "try_load"]
 
-CACHE_FORMAT = 2  # bump when the decoded arrays of any reader change (2: one decoder, EXIF orientation, 16-bit)
+CACHE_FORMAT = 2  # bump when any reader's decoded arrays change (2: one decoder, EXIF orientation, 16-bit)
 
 
 def default_cache_dir() -> Path:
@@ -57,27 +57,22 @@ def cache_path(cache_dir: PathLike | None, kind: str, key: dict) -> Path:
 
 
 def save_npz(path: Path, data: ImageSet) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, then os.replace); warn if the cache is unwritable."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared read-only
-        with os.fdopen(fd, "wb") as f:
+    """Write ``data`` to ``path`` atomically (:func:`classanchor.io.atomic_write`); warn if it cannot."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, images=data.images, labels=data.labels,
                      class_names=np.array(data.class_names, dtype=str))
-        os.replace(tmp, path)
-        tmp = None
+
+    try:
+        atomic_write(path, write)
     except OSError as e:
         warnings.warn(f"could not write the dataset cache {path} ({e}); continuing without it. "
                       f"Set CLASSANCHOR_CACHE or pass cache_dir= to a writable folder.", stacklevel=3)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def try_load(path: Path) -> ImageSet | None:
-    """The ImageSet cached in ``path``, or None when there is none; a damaged file is deleted (with a warning)."""
+    """The ImageSet cached in ``path``, or None (no file, or a damaged one: deleted with a warning)."""
     if not path.is_file():
         return None
     try:
@@ -92,7 +87,7 @@ def try_load(path: Path) -> ImageSet | None:
 
 def cached(kind: str, key: dict, build: Callable[[], ImageSet], cache_dir: PathLike | None,
            cache: bool) -> ImageSet:
-    """Return the cached ImageSet for (kind, key), or ``build()`` it and store it (``cache`` False: just build)."""
+    """The cached ImageSet for (kind, key), or ``build()`` it and store it (``cache`` False: just build)."""
     if not cache:
         return build()
     path = cache_path(cache_dir, kind, key)

@@ -1,7 +1,7 @@
 """Image files -> uint8 pixels: the one decoder of the package, threaded, with an explicit error policy.
 
-Every image file read by classanchor (benchmark image folders, your own folders, ``classanchor predict``) goes
-through :func:`decode_files`, one file at a time:
+Every image file read by classanchor (benchmark image folders, your own folders, ``classanchor predict``)
+goes through :func:`decode_files`, one file at a time:
 
 1. PIL opens it; a JPEG much larger than the target side S is decoded at a reduced scale (``Image.draft``);
 2. :func:`pil_to_array`, at the file's own size: EXIF orientation applied, then converted to the model's mode,
@@ -36,7 +36,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ __all__ = ["GREY_MODES", "Decoded", "conversion_name", "decode_files", "decode_n
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _DEEP_GREY = {"I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey", "I;16N": "16-bit grey",
               "I": "32-bit grey", "F": "float grey"}  # modes PIL's convert() would clip instead of scale
-_BAD_IMAGE = "the file is corrupt or not an image: replace or remove it (a benchmark dataset: download it again)"
+_BAD_IMAGE = ("the file is corrupt or not an image: replace or remove it (a benchmark dataset: download it "
+              "again)")
 _ORIENTATION = 0x0112  # the EXIF tag
 _CHUNK = 64  # files per thread-pool task
 _PROGRESS_MIN = 500  # show a progress bar from this many files on
@@ -59,8 +60,6 @@ _WORKERS = max(1, min(16, os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------------------------------------------- one image
-
-
 def conversion_name(mode: str, channels: int) -> str | None:
     """How an image of PIL ``mode`` is converted for a model with ``channels``, or None when it is not.
 
@@ -68,15 +67,13 @@ def conversion_name(mode: str, channels: int) -> str | None:
     'colour -> grey', ...
     """
     deep = _DEEP_GREY.get(mode)
-    if channels == 3:
-        if mode == "RGB":
-            return None
-        if deep:
-            return f"{deep} -> RGB"
-        return "grey -> RGB" if mode in GREY_MODES else f"{'palette' if mode == 'P' else mode} -> RGB"
     if deep:
-        return f"{deep} -> grey"
-    return None if mode in GREY_MODES else "colour -> grey"
+        return f"{deep} -> {'RGB' if channels == 3 else 'grey'}"
+    if channels == 1:
+        return None if mode in GREY_MODES else "colour -> grey"
+    if mode == "RGB":
+        return None
+    return "grey -> RGB" if mode in GREY_MODES else f"{'palette' if mode == 'P' else mode} -> RGB"
 
 
 def _deep_grey_to_uint8(im) -> np.ndarray:
@@ -150,15 +147,13 @@ def _decode_one(data: bytes, channels: int, draft: int | None) -> tuple[np.ndarr
 
 
 # ---------------------------------------------------------------------------------------------- many files
-
-
 @dataclass
 class Decoded:
     """The result of :func:`decode_files`.
 
     Attributes:
         images: uint8 (N_ok, H, W, C), in the order of the files that decoded.
-        ok: bool (N,) per requested file: decoded (True) or skipped (False); all True with ``on_error="raise"``.
+        ok: bool (N,) per requested file: decoded (True) or skipped (False); all True with "raise".
         skipped: the files that failed, with the reason.
         converted: how many images were converted, by kind (e.g. ``{'grey -> RGB': 3}``).
         grey: bool (N_ok,) the file itself was grey.
@@ -166,13 +161,13 @@ class Decoded:
 
     images: np.ndarray
     ok: np.ndarray
-    skipped: list[SkippedFile] = field(default_factory=list)
-    converted: Counter = field(default_factory=Counter)
-    grey: np.ndarray | None = None
+    skipped: list[SkippedFile]
+    converted: Counter
+    grey: np.ndarray
 
 
 class _Job:
-    """The state of one :func:`decode_files` call; :meth:`one` decodes file i or records / raises its failure."""
+    """The state of one :func:`decode_files` call; :meth:`one` decodes file i or records its failure."""
 
     def __init__(self, read, where, channels: int, size: int | None, shape, on_error: str):
         self.read, self.where, self.channels, self.size, self.shape = read, where, channels, size, shape
@@ -194,19 +189,20 @@ class _Job:
             self.errors[i] = str(err).removeprefix(f"{self.where[i]}: ").rstrip(".")
             return None
         except Exception as err:  # noqa: BLE001 - OSError, KeyError, ... from another reader
-            self._fail(i, f"cannot read the file ({type(err).__name__}: {err})", "check that it exists and is readable")
+            self._fail(i, f"cannot read the file ({type(err).__name__}: {err})",
+                       "check that it exists and is readable")
             return None
         try:
             array, self.modes[i] = _decode_one(blob, self.channels, self.size)
-        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBomb...
+        except Exception as err:  # noqa: BLE001 - PIL: OSError, SyntaxError, ValueError, DecompressionBomb...
             self._fail(i, _reason(err), _BAD_IMAGE)
             return None
         if self.size is not None:
             return resize_images(array[None], self.size)[0]
         if self.shape is not None and array.shape[:2] != self.shape:
             h, w = self.shape
-            self._fail(i, f"image is {array.shape[1]}x{array.shape[0]} pixels (width x height), expected {w}x{h} "
-                          "like the rest of the dataset", "remove or replace this file")
+            self._fail(i, f"image is {array.shape[1]}x{array.shape[0]} pixels (width x height), expected "
+                          f"{w}x{h} like the rest of the dataset", "remove or replace this file")
             return None
         return array
 
@@ -232,8 +228,8 @@ def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int |
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (automatic), got {channels!r}.")
     if resize and not isinstance(size, int):
-        raise ValueError(f"resizing needs one side S (an int), got size={size!r}; pass resize=False to require a "
-                         "size instead.")
+        raise ValueError(f"resizing needs one side S (an int), got size={size!r}; pass resize=False to "
+                         "require a size instead.")
     n = len(where)
     decode_channels = 3 if channels is None else channels
     shape = (size, size) if isinstance(size, int) else (None if size is None else tuple(size))
@@ -285,5 +281,6 @@ def _result(job: _Job, out: np.ndarray, channels: int | None) -> Decoded:
 
 def decode_names(source: FileSource, names: Sequence[str], size: int | tuple[int, int] | None,
                  channels: int | None, **options) -> Decoded:
-    """:func:`decode_files` of the files ``names`` of ``source`` (options: on_error, resize, progress, desc)."""
-    return decode_files(lambda i: source.read(names[i]), [source.where(n) for n in names], size, channels, **options)
+    """:func:`decode_files` of the files ``names`` of ``source`` (options: those of decode_files)."""
+    where = [source.where(n) for n in names]
+    return decode_files(lambda i: source.read(names[i]), where, size, channels, **options)

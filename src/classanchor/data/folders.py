@@ -1,22 +1,14 @@
-"""Your own images: an image folder (one sub-folder per class) listed, decoded and split for training.
+"""Your own images: an image folder ``DATA/<class name>/[sub-folders/]<image file>`` listed, decoded, split.
 
-Layout::
-
-    DATA/<class name>/[any sub-folders/]<image file>
-
-``DATA`` is a folder, a zip, or a folder inside a zip written as one path (``photos.zip/photos/train``; see
-:class:`~classanchor.data.sources.FileSource`). Wrapper folders holding nothing but one folder are entered
-automatically (a zip of ``photos/`` works); a folder holding ``train/`` and ``test/`` split folders is refused
-with the path to use instead.
-
-Every image, of any size and mode, is decoded by :func:`classanchor.data.decode.decode_files` (EXIF orientation,
-converted to RGB or grey at its own size, then stretched to ``S x S`` by the package's one resize rule), the
-very path the predictor takes, so training and prediction see identically prepared pixels.
+``DATA`` is a folder, a zip, or a folder inside a zip written as one path (``photos.zip/photos/train``).
+Wrapper folders holding nothing but one folder are entered (a zip of ``photos/`` works); a folder holding
+``train/`` and ``test/`` split folders is refused with the path to use instead. Images of any size and mode
+are decoded by :func:`classanchor.data.decode.decode_files`, the very path the predictor takes.
 
 Bad files never stop a run (``on_error="skip"``): a non-image file, a file outside a class folder, an
 unreadable or truncated image, a zip entry pointing outside the archive is skipped and listed
-(:class:`~classanchor.data.sources.SkippedFile`) with its path and the reason. An empty folder, a class folder
-without images, a class name that is not a folder, or a known class without readable images raise
+(:class:`~classanchor.data.sources.SkippedFile`) with the reason. An empty folder, a class folder without
+images, a class name that is not a folder, or a known class without readable images raise
 :class:`DataError` naming the problem.
 
 Example::
@@ -51,8 +43,8 @@ def open_image_folder(data: PathLike) -> FileSource:
     source = FileSource(data)
     if source.single_file:
         source.close()
-        raise DataError(f"{Path(data).expanduser()}: is a file, not a folder or a zip of image folders; give the "
-                        "folder that holds one sub-folder per class.")
+        raise DataError(f"{Path(data).expanduser()}: is a file, not a folder or a zip of image folders; give "
+                        "the folder that holds one sub-folder per class.")
     return source
 
 
@@ -61,20 +53,16 @@ class FolderListing:
     """The class folders of an image folder, before any decoding.
 
     Attributes:
-        source: the path given by the user; root: the folder actually used (wrapper folders entered).
+        root: the folder actually used (wrapper folders entered), as shown to a person.
         classes: every class folder name, sorted.
-        files: class name -> image file names (relative to ``source``), sorted.
+        files: class name -> image file names (relative to the source), sorted.
         skipped: non-image files, files outside any class folder, zip entries outside the archive.
     """
 
-    source: str
     root: str
     classes: tuple[str, ...]
     files: dict[str, list[str]]
     skipped: tuple[SkippedFile, ...]
-
-    def count(self, name: str) -> int:
-        return len(self.files.get(name, []))
 
 
 def _wrapper_prefix(names: Sequence[str]) -> str:
@@ -122,15 +110,15 @@ def list_image_folder(source: FileSource) -> FolderListing:
                         f"files ({', '.join(IMAGE_SUFFIXES)}).")
     classes = tuple(sorted(files))
     splits = [c for c in classes if c.lower() in SPLIT_FOLDER_NAMES]
-    if splits and all(all(posixpath.relpath(n, prefix + c).count("/") >= 1 for n in files[c]) for c in splits):
+    if splits and all(posixpath.relpath(n, prefix + c).count("/") >= 1 for c in splits for n in files[c]):
         example = posixpath.join(str(source.path), prefix + ("train" if "train" in splits else splits[0]))
-        raise DataError(f"{root} holds split folders ({', '.join(splits)}) rather than class folders; point at "
-                        f"one of them, e.g. {example}")
+        raise DataError(f"{root} holds split folders ({', '.join(splits)}) rather than class folders; point "
+                        f"at one of them, e.g. {example}")
     imageless = [f for f in source.folders(prefix) if f not in files]
     if imageless:
         raise DataError(f"class folder(s) {imageless} in {root} hold no image files; add images "
                         f"({', '.join(IMAGE_SUFFIXES[:4])}, ...) to them or remove them.")
-    return FolderListing(str(source.path), root, classes, files, tuple(skipped))
+    return FolderListing(root, classes, files, tuple(skipped))
 
 
 def _parse_names(names: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -151,23 +139,25 @@ def _check_roles(known: Sequence[str], unknown: Sequence[str], listing: FolderLi
     for names, role in ((unknown, "unknown"), (known, "known")):
         missing = [n for n in names if n not in listing.files]
         if missing:
-            raise DataError(f"{role} class(es) {missing} not found in {listing.root}; the class folders there "
-                            f"are: {', '.join(listing.classes)}.")
+            raise DataError(f"{role} class(es) {missing} not found in {listing.root}; the class folders "
+                            f"there are: {', '.join(listing.classes)}.")
     both = sorted(set(known) & set(unknown))
     if both:
         raise DataError(f"class(es) {both} are both known and unknown; list each class once.")
 
 
-def _decode(source: FileSource, names: list[str], image_size: int, channels: int | None, progress: bool) -> Decoded:
-    """The images ``names`` of a user folder at S x S; bad files skipped and listed."""
-    return decode_names(source, names, image_size, channels, on_error="skip", progress=progress,
-                        desc=f"reading {source.path.name}")
+def _decode_classes(source: FileSource, files: list[list[str]], image_size: int, channels: int | None,
+                    progress: bool) -> tuple[Decoded, np.ndarray]:
+    """Decode ``files[j]``, the images of class j, at S x S, skipping and listing bad files.
+
+    Returns (the decode record, int64 (N_ok,) the class j of each decoded image).
+    """
+    decoded = decode_names(source, [n for names in files for n in names], image_size, channels,
+                           on_error="skip", progress=progress, desc=f"reading {source.path.name}")
+    return decoded, np.repeat(np.arange(len(files)), [len(names) for names in files])[decoded.ok]
 
 
-# ----------------------------------------------------------------------------------------------------
-# training data: known classes split per class into train / val / test, unknown classes for evaluation
-
-
+# ---------------------------------------- training data: known classes split into train / val / test
 @dataclass(frozen=True, eq=False, repr=False)
 class UserData:
     """The arrays of one training run on an image folder; labels 0..K-1 known (order of ``known_names``).
@@ -196,8 +186,9 @@ class UserData:
     counts: dict[str, dict[str, int]]
 
     def __repr__(self) -> str:
-        return (f"UserData({self.source}: known {list(self.known_names)}, unknown {list(self.unknown_names)}, "
-                f"train {len(self.train)}, val {len(self.val)}, test {len(self.test_known)} + "
+        return (f"UserData({self.source}: known {list(self.known_names)}, "
+                f"unknown {list(self.unknown_names)}, train {len(self.train)}, val {len(self.val)}, "
+                f"test {len(self.test_known)} + "
                 f"{len(self.test_unknown)} unknown, {self.image_size}x{self.image_size}x{self.channels})")
 
     def summary(self) -> dict:
@@ -219,9 +210,9 @@ def _subsample(names: list[str], limit: int | None, seed: int, class_index: int)
 
 
 def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
-                   unknown: Iterable[str] | str | None = None, *, image_size: int = 32, channels: int | None = None,
-                   val_fraction: float = 0.1, test_fraction: float = 0.2, max_per_class: int | None = None,
-                   seed: int = 0, progress: bool = True) -> UserData:
+                   unknown: Iterable[str] | str | None = None, *, image_size: int = 32,
+                   channels: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                   max_per_class: int | None = None, seed: int = 0, progress: bool = True) -> UserData:
     """Read an image folder (or zip) for training: known classes split into train / val / test.
 
     Args:
@@ -236,11 +227,11 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
         max_per_class: use at most this many images per class (a seeded random subset), for quick runs.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
-                         "to less than 1.")
+        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
+                         "and sum to less than 1.")
     if val_fraction <= 0:
-        raise ValueError("val_fraction must be > 0: the validation images choose the checkpoint and calibrate the "
-                         "threshold.")
+        raise ValueError("val_fraction must be > 0: the validation images choose the checkpoint and "
+                         "calibrate the threshold.")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (automatic), got {channels}.")
     if max_per_class is not None and max_per_class < 3:
@@ -253,27 +244,22 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
             known_names = tuple(c for c in listing.classes if c not in unknown_names)
         _check_roles(known_names, unknown_names, listing)
         if len(known_names) < 2:
-            raise DataError(f"an open-set classifier needs at least 2 known classes, got {list(known_names)}; the "
-                            f"class folders in {listing.root} are: {', '.join(listing.classes)}.")
-        rank = {c: i for i, c in enumerate(listing.classes)}
-        names, labels, ranks = [], [], []
-        for label, cls in enumerate((*known_names, *unknown_names)):
-            files = _subsample(listing.files[cls], max_per_class, seed, rank[cls])
-            names += files
-            labels += [label] * len(files)  # one list per class, not per-sample work
-            ranks += [rank[cls]] * len(files)
-        decoded = _decode(source, names, image_size, channels, progress)
-    labels_all = np.asarray(labels, np.int64)[decoded.ok]
-    ranks_all = np.asarray(ranks, np.int64)[decoded.ok]
+            raise DataError(f"an open-set classifier needs at least 2 known classes, got "
+                            f"{list(known_names)}; the class folders in {listing.root} are: "
+                            f"{', '.join(listing.classes)}.")
+        chosen = (*known_names, *unknown_names)  # label j = class chosen[j]
+        rank = np.asarray([listing.classes.index(c) for c in chosen], np.int64)
+        files = [_subsample(listing.files[c], max_per_class, seed, r) for c, r in zip(chosen, rank.tolist())]
+        decoded, labels_all = _decode_classes(source, files, image_size, channels, progress)
+    ranks_all = rank[labels_all]
     k = len(known_names)
-    counts_per_class = np.bincount(labels_all, minlength=k + len(unknown_names))
-    empty = [c for c, n in zip((*known_names, *unknown_names), counts_per_class.tolist()) if n == 0]
+    counts_per_class = np.bincount(labels_all, minlength=len(chosen))
+    empty = [c for c, n in zip(chosen, counts_per_class.tolist()) if n == 0]
     if empty:
-        bad = [s for s in decoded.skipped][:3]
+        bad = decoded.skipped
         raise DataError(f"class(es) {empty} have no readable image in {listing.root}"
                         + (f" (e.g. {bad[0].path}: {bad[0].reason})" if bad else "") + ".")
-    is_known = labels_all < k
-    known_index = np.flatnonzero(is_known)
+    known_index = np.flatnonzero(labels_all < k)
     minimum = 2 + (test_fraction > 0)
     few = [f"{c} ({n})" for c, n in zip(known_names, counts_per_class[:k].tolist()) if n < minimum]
     if few:
@@ -281,32 +267,28 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
                         f"{minimum} for the train / val{' / test' if test_fraction else ''} split: add images"
                         f"{' or pass test_fraction=0' if test_fraction else ''}.")
     rest, test = train_val_split(ranks_all[known_index], test_fraction, seed)
-    rest_ranks = ranks_all[known_index[rest]]
-    tr, va = train_val_split(rest_ranks, val_fraction / (1 - test_fraction), seed + 1)
+    tr, va = train_val_split(ranks_all[known_index[rest]], val_fraction / (1 - test_fraction), seed + 1)
     split_index = {"train": known_index[rest[tr]], "val": known_index[rest[va]], "test": known_index[test]}
-    empty_split = [(split, c) for split in ("train", "val") for label, c in enumerate(known_names)
-                   if not (labels_all[split_index[split]] == label).any()]
-    if empty_split:
-        raise DataError(f"the {empty_split[0][0]} split of known class {empty_split[0][1]!r} is empty; add images "
-                        "to that class or change val_fraction / test_fraction.")
     images = decoded.images
-
-    def subset(index: np.ndarray) -> ImageSet:
-        return ImageSet(images[index], labels_all[index], known_names)
-
-    unknown_index = np.flatnonzero(~is_known)
+    sets = {split: ImageSet(images[i], labels_all[i], known_names) for split, i in split_index.items()}
+    empty_split = [(split, c) for split in ("train", "val")
+                   for c, n in zip(known_names, sets[split].class_counts().tolist()) if n == 0]
+    if empty_split:
+        raise DataError(f"the {empty_split[0][0]} split of known class {empty_split[0][1]!r} is empty; add "
+                        "images to that class or change val_fraction / test_fraction.")
+    unknown_index = np.flatnonzero(labels_all >= k)
     test_unknown = ImageSet(images[unknown_index], np.full(unknown_index.size, -1, np.int64), known_names)
-    counts = {c: {split: int((labels_all[idx] == label).sum()) for split, idx in split_index.items()}
+    counts = {c: {split: int(s.class_counts()[label]) for split, s in sets.items()}
               for label, c in enumerate(known_names)}
-    return UserData(str(data), known_names, unknown_names, subset(split_index["train"]), subset(split_index["val"]),
-                    subset(split_index["test"]), test_unknown, labels_all[unknown_index] - k,
-                    images.shape[-1], image_size, tuple(listing.skipped) + tuple(decoded.skipped),
-                    dict(decoded.converted), counts)
+    return UserData(str(data), known_names, unknown_names, sets["train"], sets["val"], sets["test"],
+                    test_unknown, labels_all[unknown_index] - k, images.shape[-1], image_size,
+                    tuple(listing.skipped) + tuple(decoded.skipped), dict(decoded.converted), counts)
 
 
 def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iterable[str] | str | None = None,
                          unknown: Iterable[str] | str | None = None, *, image_size: int, channels: int,
-                         progress: bool = True) -> tuple[ImageSet, np.ndarray, tuple[str, ...], Decoded, FolderListing]:
+                         progress: bool = True) -> tuple[ImageSet, np.ndarray, tuple[str, ...], Decoded,
+                                                         FolderListing]:
     """Every image of the chosen classes of a labelled folder, for evaluating a trained model.
 
     Args:
@@ -321,10 +303,11 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
         unknown_names = _parse_names(unknown)
         known_names = _parse_names(known)
         if known_names is None:
-            known_names = tuple(c for c in class_names if c in listing.files and c not in (unknown_names or ()))
+            unknown_set = set(unknown_names or ())
+            known_names = tuple(c for c in class_names if c in listing.files and c not in unknown_set)
             if not known_names:
-                raise DataError(f"none of the model's classes ({', '.join(class_names)}) is a class folder in "
-                                f"{listing.root} (folders: {', '.join(listing.classes)}).")
+                raise DataError(f"none of the model's classes ({', '.join(class_names)}) is a class folder "
+                                f"in {listing.root} (folders: {', '.join(listing.classes)}).")
         not_model = [c for c in known_names if c not in class_names]
         if not_model:
             raise DataError(f"known class(es) {not_model} are not classes of the model; its classes are: "
@@ -332,14 +315,11 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
         if unknown_names is None:
             unknown_names = tuple(c for c in listing.classes if c not in class_names)
         _check_roles(known_names, unknown_names, listing)
-        index = {c: i for i, c in enumerate(class_names)}
         chosen = [*known_names, *unknown_names]
-        names = [n for c in chosen for n in listing.files[c]]
-        label_of = [index[c] if c in index and c in known_names else -1 for c in chosen]
-        unknown_of = [-1] * len(known_names) + list(range(len(unknown_names)))
-        sizes = [len(listing.files[c]) for c in chosen]
-        decoded = _decode(source, names, image_size, channels, progress)
-    labels = np.repeat(np.asarray(label_of, np.int64), sizes)[decoded.ok]
-    unknown_class = np.repeat(np.asarray(unknown_of, np.int64), sizes)[decoded.ok]
-    images = ImageSet(decoded.images, labels, tuple(class_names))
+        decoded, which = _decode_classes(source, [listing.files[c] for c in chosen], image_size, channels,
+                                         progress)
+    label_of = [list(class_names).index(c) for c in known_names] + [-1] * len(unknown_names)
+    unknown_of = [-1] * len(known_names) + list(range(len(unknown_names)))
+    unknown_class = np.asarray(unknown_of, np.int64)[which]
+    images = ImageSet(decoded.images, np.asarray(label_of, np.int64)[which], tuple(class_names))
     return images, unknown_class, tuple(unknown_names), decoded, listing

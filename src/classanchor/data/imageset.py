@@ -1,4 +1,4 @@
-"""The common return type of every reader (:class:`ImageSet`) and the error every reader raises (:class:`DataError`).
+"""What every reader returns (:class:`ImageSet`) and the error every reader raises (:class:`DataError`).
 
 Example::
 

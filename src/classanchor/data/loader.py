@@ -33,40 +33,29 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 class DeviceLoader:
     """Iterate (x, y) batches of a split held on ``device``.
 
-    images_uint8: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 array or tensor (layout guessed from the shape,
-    or given by ``layout``); stored once on the device as contiguous NCHW uint8.
+    images_uint8: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 array or tensor (layout guessed from the
+    shape, or given by ``layout``); stored once on the device as contiguous NCHW uint8.
     labels: (N,) integer labels, already mapped to 0..K-1 (or -1 for unknown); stored as int64 on the device.
     Yields x: float32 (B, C, S, S), normalised (channels-last memory format if ``channels_last``), and
     y: int64 (B,). ``train=True``: a fresh random permutation per epoch and random augmentation;
     ``train=False``: samples in order, deterministic ``eval_transform``.
 
     Randomness: epoch e draws its permutation and augmentation from a generator (on ``device``) seeded by
-    (seed, e), so the batches of an epoch depend only on (seed, e) and not on how earlier epochs were consumed.
-    ``state_dict()`` / ``load_state_dict()`` save and restore the epoch counter (and the seed), so a resumed run
-    sees exactly the batches an uninterrupted one would. Each ``iter()`` starts the next epoch.
+    (seed, e), so an epoch's batches depend only on (seed, e), not on how earlier epochs were consumed.
+    ``state_dict()`` / ``load_state_dict()`` save and restore the epoch counter (and the seed), so a resumed
+    run sees exactly the batches an uninterrupted one would. Each ``iter()`` starts the next epoch.
     """
 
-    def __init__(
-        self,
-        images_uint8,
-        labels,
-        batch_size: int,
-        spec: AugmentSpec,
-        train: bool,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        drop_last: bool = False,
-        channels_last: bool = True,
-        layout: str | None = None,
-    ):
+    def __init__(self, images_uint8, labels, batch_size: int, spec: AugmentSpec, train: bool,
+                 device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False,
+                 channels_last: bool = True, layout: str | None = None):
         images = torch.as_tensor(images_uint8)
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
         labels = torch.as_tensor(labels)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-            raise TypeError(
-                f"labels must be a 1-D integer array, got {labels.dtype} of shape {tuple(labels.shape)}"
-            )
+            raise TypeError(f"labels must be a 1-D integer array, got {labels.dtype} of shape "
+                            f"{tuple(labels.shape)}")
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
         if batch_size < 1:
@@ -90,10 +79,6 @@ class DeviceLoader:
         """Number of batches per epoch."""
         n, b = self.num_samples, self.batch_size
         return n // b if self.drop_last else math.ceil(n / b)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` produce epoch ``epoch``."""
-        self.epoch = int(epoch)
 
     def state_dict(self) -> dict:
         """{'epoch': next epoch index, 'seed': seed}: enough to reproduce every later batch."""

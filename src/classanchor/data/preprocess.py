@@ -1,16 +1,15 @@
-"""One preprocessing, from pixels of any size to the network's input: used by evaluation, the benchmark and the predictor.
+"""One preprocessing from pixels of any size to the network's input, for evaluation and the predictor.
 
-An image reaches the network in two steps, and every path (training-time validation, the benchmark's
-evaluation, ``classanchor predict`` on files, arrays or PIL images) takes exactly these two:
+Every path (training-time validation, the benchmark's evaluation, ``classanchor predict`` on files, arrays or
+PIL images) takes exactly these two steps:
 
 1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by :data:`RESIZE_RULE`
    (one bilinear resize, antialiased when shrinking, rounded back to uint8; an ``S x S`` image is untouched);
 2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32.
 
-Decoding an image file (EXIF orientation, mode conversion to grey or RGB) happens before step 1 at the file's
-own size (:mod:`classanchor.data.decode`), so a file, the same pixels as an array and the same image inside a
-benchmark split all give the same network input. The object is saved in ``model.json``
-(:meth:`Preprocessing.to_dict`) and rebuilt from it by the predictor.
+Files are decoded before step 1, at their own size (:mod:`classanchor.data.decode`), so a file, the same
+pixels as an array and the same image in a benchmark split give the same network input. The object is saved
+in ``model.json`` (:meth:`Preprocessing.to_dict`) and rebuilt from it by the predictor.
 
 Example::
 
@@ -34,14 +33,12 @@ from .augment import RESIZE_RULE, compute_mean_std, normalize_pixels, resize_pix
 
 __all__ = ["RESIZE_RULE", "Preprocessing", "resize_pixels"]
 
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How pixels become the network's input: side ``size`` S, ``channels`` (1 grey, 3 RGB), normalisation.
 
-    Attributes:
-        size: the network's input side S in pixels.
-        channels: 1 or 3.
-        mean, std: per-channel normalisation in [0, 1] units (one value per channel; a single value broadcasts).
+    ``mean``, ``std``: per-channel normalisation in [0, 1] units (a single value broadcasts to every channel).
     """
 
     size: int
@@ -61,7 +58,8 @@ class Preprocessing:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}.")
         if len(mean) != self.channels or len(std) != self.channels:
-            raise ValueError(f"need one mean and one std per channel ({self.channels}), got {mean} and {std}.")
+            raise ValueError(f"need one mean and one std per channel ({self.channels}), got {mean} and "
+                             f"{std}.")
         if any(not np.isfinite(s) or s <= 0 for s in std) or any(not np.isfinite(m) for m in mean):
             raise ValueError(f"mean must be finite and std positive, got {mean} and {std}.")
 
@@ -79,8 +77,9 @@ class Preprocessing:
         """
         x = to_nchw(torch.as_tensor(images), layout)
         if x.shape[1] != self.channels:
-            raise ValueError(f"images have {x.shape[1]} channel(s), this model takes {self.channels}; decode them "
-                             "with classanchor.data.decode (it converts grey and colour) or convert them first.")
+            raise ValueError(f"images have {x.shape[1]} channel(s), this model takes {self.channels}; "
+                             "decode them with classanchor.data.decode (it converts grey and colour) or "
+                             "convert them first.")
         return resize_pixels(x, self.size)
 
     def normalise(self, pixels: Tensor) -> Tensor:

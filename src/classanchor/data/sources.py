@@ -1,19 +1,12 @@
-"""Where image files come from: one read-only file source for folders, zips and single files.
+"""Where image files come from: :class:`FileSource` for folders, zips and single files; the image suffixes.
 
-:class:`FileSource` opens any of
-
-- a folder (``photos/``): every non-hidden file below it, recursively;
-- a zip (``photos.zip``) or a folder inside one, written as one path (``photos.zip/photos/train``);
-- one file inside a zip (``photos.zip/photos/cat.jpg``) or a plain file (``cat.jpg``): a source holding just it.
-
-Names are posix paths relative to the source (``cat/0001.jpg``); :meth:`FileSource.where` gives the path to show
-a person (zip entries as ``archive.zip/inner/name``). Hidden files (any part starting with ``.``, macOS'
-``__MACOSX/``) are never listed. Zip entries whose name is absolute or contains a ``..`` part would point
-outside the archive: they are never read and are listed in :attr:`FileSource.skipped`.
-
-:func:`expand_paths` turns paths given by a person (files, folders, zips) into the image files to read plus the
-entries skipped with the reason, as ``classanchor predict`` needs. :data:`IMAGE_SUFFIXES` is the one list of
-image file suffixes of the package.
+A source is a folder (``photos/``, every file below it), a zip or a folder inside one written as one path
+(``photos.zip/photos/train``), or one file (``cat.jpg``, ``photos.zip/photos/cat.jpg``). Names are posix
+paths relative to the source; :meth:`FileSource.where` gives the path to show a person (zip entries as
+``archive.zip/inner/name``). Hidden files (a part starting with ``.``, ``__MACOSX/``) are never listed. Zip
+entries whose name is absolute or has a ``..`` part would point outside the archive: they are never read and
+are listed in :attr:`FileSource.skipped`. :func:`expand_paths` turns paths given by a person into the image
+files to read and the entries skipped, with the reason (``classanchor predict``).
 
 Example::
 
@@ -34,9 +27,9 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
 from .cache import file_fingerprint
 from .imageset import DataError, PathLike
@@ -95,7 +88,7 @@ def _locate(path: Path) -> tuple[Path | None, str]:
     raise DataError(f"{path}: no such file or folder.")
 
 
-class FileSource:
+class FileSource(AbstractContextManager):
     """Read-only view of a folder, a zip, a folder inside a zip, one file inside a zip, or a plain file.
 
     Attributes:
@@ -123,9 +116,9 @@ class FileSource:
             return
         try:
             self._zip = zipfile.ZipFile(self.zip_path)
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise DataError(f"{self.zip_path}: not a readable zip archive ({err}); the file is damaged or not a "
-                            "zip: copy or download it again.") from err
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:  # damaged headers
+            raise DataError(f"{self.zip_path}: not a readable zip archive ({err}); the file is damaged or "
+                            "not a zip: copy or download it again.") from err
         self._list_zip(given, inner)
 
     def _list_zip(self, given: Path, inner: str) -> None:
@@ -138,19 +131,17 @@ class FileSource:
         self.prefix, self.path = inner, given
         start = inner + "/" if inner else ""
         below = [n for n in entries if n.startswith(start)]
-        self.skipped = tuple(SkippedFile(f"{self.zip_path}/{n}", OUTSIDE_ARCHIVE) for n in below if _outside(n))
+        self.skipped = tuple(SkippedFile(f"{self.zip_path}/{n}", OUTSIDE_ARCHIVE)
+                             for n in below if _outside(n))
         below = [n[len(start):] for n in below if not _outside(n) and not _hidden(n)]
         self._files = sorted(n for n in below if n and not n.endswith("/"))
-        self._folders = {posixpath.dirname(n.rstrip("/")) for n in below if "/" in n.rstrip("/")}
-        self._folders |= {n.rstrip("/") for n in below if n.endswith("/") and n != "/"}
-        self._folders |= {p for f in list(self._folders) for p in _parents(f)}
+        for n in below:  # every folder above an entry, and folder entries themselves (empty folders)
+            parts = n.rstrip("/").split("/")
+            self._folders.update("/".join(parts[:i]) for i in range(1, len(parts) + n.endswith("/")))
         if inner and not below:
             tops = sorted({n.split("/", 1)[0] for n in entries if not _hidden(n) and not _outside(n)})
-            raise DataError(f"{given}: the zip {self.zip_path} has no entries under '{inner}/'; its top-level "
-                            f"entries are {tops[:20]}.")
-
-    def __enter__(self) -> Self:
-        return self
+            raise DataError(f"{given}: the zip {self.zip_path} has no entries under '{inner}/'; its "
+                            f"top-level entries are {tops[:20]}.")
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -165,8 +156,10 @@ class FileSource:
         return self.zip_path is not None
 
     def names(self, sub: str = "") -> list[str]:
-        """Every non-hidden file below folder ``sub`` of this source (recursively), as posix paths relative to
-        the source. Folders list the files of a folder before its sub-folders, in name order; zips in name order."""
+        """Every non-hidden file below folder ``sub`` (recursively), as posix paths relative to the source.
+
+        Folders list the files of a folder before its sub-folders, in name order; zips in name order.
+        """
         start = sub.strip("/") + "/" if sub.strip("/") else ""
         if self.is_zip or self.single_file:
             lo = bisect.bisect_left(self._files, start)
@@ -226,14 +219,8 @@ class FileSource:
         return [str(self.path.resolve()), list(names), [[s.st_size, s.st_mtime_ns] for s in stats]]
 
 
-def _parents(folder: str) -> list[str]:
-    """'a/b/c' -> ['a', 'a/b']."""
-    parts = folder.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
-
-
 @dataclass
-class ExpandedPaths:
+class ExpandedPaths(AbstractContextManager):
     """The image files found in paths given by a person (:func:`expand_paths`).
 
     Attributes:
@@ -260,9 +247,6 @@ class ExpandedPaths:
     def close(self) -> None:
         for source in self.sources:
             source.close()
-
-    def __enter__(self) -> Self:
-        return self
 
     def __exit__(self, *exc) -> None:
         self.close()

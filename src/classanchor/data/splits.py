@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,32 +27,12 @@ from importlib import resources
 
 import numpy as np
 
-from .readers import DataError, ImageSet, PathLike, load_dataset
+from ..metrics import openness  # Eq. 12, defined once for the library
+from .formats import load_dataset
+from .imageset import DataError, ImageSet, PathLike
 
-try:  # one definition of Eq. 12 for the whole library
-    from ..metrics import openness
-except ImportError:  # pragma: no cover - metrics.py absent
-
-    def openness(n_train: int, n_test: int, n_target: int) -> float:
-        """Eq. 12 of the paper: ``O = 1 - sqrt(2 * N_train / (N_test + N_target))``."""
-        if min(n_train, n_test, n_target) <= 0:
-            raise ValueError(f"class counts must be positive, got {n_train}, {n_test}, {n_target}.")
-        return 1.0 - math.sqrt(2.0 * n_train / (n_test + n_target))
-
-
-__all__ = [
-    "BENCHMARKS",
-    "BenchmarkSpec",
-    "OpenSetData",
-    "OpenSetTrial",
-    "build_trial",
-    "get_benchmark",
-    "get_trial",
-    "load_trials",
-    "openness",
-    "relabel",
-    "train_val_split",
-]
+__all__ = ["BENCHMARKS", "BenchmarkSpec", "OpenSetData", "OpenSetTrial", "build_trial", "get_benchmark",
+           "get_trial", "load_trials", "relabel", "train_val_split"]
 
 
 @dataclass(frozen=True)
@@ -62,11 +41,10 @@ class BenchmarkSpec:
 
     Attributes:
         name: the benchmark's name ("MNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet").
-        known_source: reader (``readers.load_dataset`` name) of the known classes (train and test).
+        known_source: reader (``formats.load_dataset`` name) of the known classes (train and test).
         unknown_source: reader of the unknown classes (test split only).
         input_shape: (H, W, C) the network expects; MNIST's 28 px images are resized to 32 on the device.
         val_fraction: share of each known class's official training images held out for validation.
-        num_trials: number of standard trials.
     """
 
     name: str
@@ -74,7 +52,6 @@ class BenchmarkSpec:
     unknown_source: str
     input_shape: tuple[int, int, int]
     val_fraction: float
-    num_trials: int = 5
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -122,17 +99,18 @@ class OpenSetTrial:
     openness: float = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dataset", get_benchmark(self.dataset).name)
+        spec = get_benchmark(self.dataset)
+        object.__setattr__(self, "dataset", spec.name)
         known = tuple(int(k) for k in self.known)
         unknown = tuple(int(u) for u in self.unknown)
+        where = f"{self.dataset} trial {self.trial}"
         if not known or not unknown:
-            raise ValueError(f"{self.dataset} trial {self.trial}: known and unknown classes must be non-empty.")
+            raise ValueError(f"{where}: known and unknown classes must be non-empty.")
         if len(set(known)) != len(known) or len(set(unknown)) != len(unknown):
-            raise ValueError(f"{self.dataset} trial {self.trial}: repeated class in {known} / {unknown}.")
-        spec = get_benchmark(self.dataset)
-        if spec.known_source == spec.unknown_source and set(known) & set(unknown):
-            raise ValueError(f"{self.dataset} trial {self.trial}: classes {sorted(set(known) & set(unknown))} "
-                             f"are both known and unknown.")
+            raise ValueError(f"{where}: repeated class in {known} / {unknown}.")
+        both = sorted(set(known) & set(unknown)) if spec.known_source == spec.unknown_source else []
+        if both:
+            raise ValueError(f"{where}: classes {both} are both known and unknown.")
         object.__setattr__(self, "known", known)
         object.__setattr__(self, "unknown", unknown)
         n = len(known)
@@ -273,8 +251,8 @@ def build_trial(trial: OpenSetTrial, root: PathLike | Mapping[str, PathLike], *,
 
     Args:
         trial: e.g. ``get_trial("CIFAR+10", 0)``.
-        root: a folder holding the dataset files (see ``readers``), or a mapping from reader name
-            ("mnist", "svhn", "cifar10", "cifar100", "tinyimagenet") to its folder.
+        root: a folder holding the dataset files (:mod:`classanchor.data.formats`), or a mapping from
+            reader name ("mnist", "svhn", "cifar10", "cifar100", "tinyimagenet") to its folder.
         seed: seed of the per-class train/val split.
     Images keep their stored size (MNIST stays 28x28x1; ``OpenSetData.input_shape`` is what the network
     expects). Only the known classes' training images are read (TinyImageNet reads no other train folders).

@@ -7,14 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
-from classanchor.data.readers import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    DataError,
-    load_dataset,
-    read_cifar10,
-    read_cifar100,
-)
+from classanchor.data.formats import load_dataset
+from classanchor.data.formats.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, read_cifar10, read_cifar100
+from classanchor.data.imageset import DataError
 
 from ...helpers.files import cache_files
 

@@ -7,7 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from classanchor.data.readers import DataError, read_cifar10, read_image_folder
+from classanchor.data.formats.cifar import read_cifar10
+from classanchor.data.formats.image_folder import read_image_folder
+from classanchor.data.imageset import DataError
 
 from ...helpers.files import cache_files
 

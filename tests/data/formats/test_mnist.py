@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classanchor.data.readers import DataError, read_mnist
+from classanchor.data.formats.mnist import read_mnist
+from classanchor.data.imageset import DataError
 
 from ...helpers.files import cache_files
 
@@ -51,6 +52,8 @@ def test_mnist_missing_file(tmp_path, make):
     with pytest.raises(DataError) as err:
         read_mnist(tmp_path, "test")
     assert "t10k-labels-idx1-ubyte.gz" in str(err.value) and "MNIST/raw" in str(err.value)
+    assert str(err.value).startswith("MNIST test labels not found: looked for t10k-labels-idx1-ubyte.gz, ")
+    assert str(err.value).endswith(f"Download the official idx files (e.g. into {tmp_path / 'MNIST' / 'raw'}).")
     with pytest.raises(DataError, match="does not exist"):
         read_mnist(tmp_path / "nowhere", "test")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classanchor.data.readers import DataError, read_svhn
+from classanchor.data.formats.svhn import read_svhn
+from classanchor.data.imageset import DataError
 
 from ...helpers.files import cache_files
 

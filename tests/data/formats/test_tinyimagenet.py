@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from classanchor.data.formats import tinyimagenet
-from classanchor.data.readers import DataError, read_tinyimagenet, tinyimagenet_classes
+from classanchor.data.formats.tinyimagenet import read_tinyimagenet, tinyimagenet_classes
+from classanchor.data.imageset import DataError
 
 from ...helpers.files import cache_files
 

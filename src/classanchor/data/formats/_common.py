@@ -27,12 +27,14 @@ def check_root(root: PathLike, dataset: str) -> Path:
     return path
 
 
-def first_existing(candidates: Iterable[Path]) -> Path | None:
-    """The first path of ``candidates`` that exists, or None."""
-    for c in candidates:
-        if c.exists():
-            return c
-    return None
+def find_file(names: Sequence[str], dirs: Sequence[Path], what: str, fix: str) -> Path:
+    """The first file ``dir / name`` (dirs in order, then names); DataError listing what was tried."""
+    for d in dirs:
+        for name in names:
+            if (d / name).is_file():
+                return d / name
+    raise DataError(f"{what} not found: looked for {', '.join(names)} in {', '.join(str(d) for d in dirs)}. "
+                    f"{fix}.")
 
 
 def labels_from_names(found: np.ndarray, class_names: Sequence[str], where: str) -> np.ndarray:

@@ -1,9 +1,10 @@
 """CIFAR-10 and CIFAR-100 from the official python version or from an image-folder tree / zip.
 
-Accepted (``root`` may be the file / folder itself or a folder holding it): ``cifar-10-python.tar.gz`` or the
-extracted ``cifar-10-batches-py/`` (CIFAR-100: ``cifar-100-python.tar.gz`` / ``cifar-100-python/``), or an
-image-folder tree ``{train,test}/<official class name>/*.png|jpg`` as a folder or a zip (``CIFAR-10-images.zip``),
-read by :mod:`.image_folder`. The pickles are read by an unpickler that only rebuilds numpy arrays.
+Accepted (``root`` may be the file / folder itself or a folder holding it): ``cifar-10-python.tar.gz`` or
+the extracted ``cifar-10-batches-py/`` (CIFAR-100: ``cifar-100-python.tar.gz`` / ``cifar-100-python/``), or
+an image-folder tree ``{train,test}/<official class name>/*.png|jpg`` as a folder or a zip
+(``CIFAR-10-images.zip``), read by :mod:`.image_folder`. The pickles are read by an unpickler that only
+rebuilds numpy arrays: nothing else in a downloaded file is ever executed.
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ _CIFAR = {
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds the numpy arrays found in the official CIFAR pickles."""
+class _SafeUnpickler(pickle._Unpickler):
+    """Unpickler that only rebuilds the numpy arrays found in the official CIFAR pickles.
+
+    It is the pure-Python unpickler: its memo is a dict, whereas the C one allocates and zeroes a table as long
+    as the largest memo index, so one flipped opcode (``LONG_BINPUT 1476487305``) made it claim 23 GB.
+    """
 
     _ALLOWED: ClassVar[frozenset] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -100,10 +105,14 @@ def _cifar_from_pickles(layout: _CifarLayout, blobs: dict[str, bytes], split: st
     for member in layout.batches[split]:
         d = _unpickle(blobs[member], f"{where}: {member}")
         if "data" not in d or layout.label_key not in d:
-            raise DataError(f"{where}: {member} lacks 'data' or '{layout.label_key}' (keys {sorted(d)}); "
+            raise DataError(f"{where}: {member} lacks 'data' or '{layout.label_key}' (keys {sorted(map(str, d))}); "
                             f"this is not the official {layout.title} python version: download it again.")
-        x = np.asarray(d["data"])
-        y = np.asarray(d[layout.label_key], dtype=np.int64).reshape(-1)
+        try:
+            x = np.asarray(d["data"])
+            y = np.asarray(d[layout.label_key], dtype=np.int64).reshape(-1)
+        except (ValueError, TypeError, OverflowError) as e:  # labels that are not integers, ragged data, ...
+            raise DataError(f"{where}: {member} holds no image array and label list ({type(e).__name__}: {e}); "
+                            f"{REDOWNLOAD}.") from e
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
             raise DataError(f"{where}: {member} data has dtype {x.dtype} shape {x.shape} for {len(y)} "
                             f"labels; expected uint8 (N, 3072); {REDOWNLOAD}.")
@@ -112,8 +121,12 @@ def _cifar_from_pickles(layout: _CifarLayout, blobs: dict[str, bytes], split: st
     names = layout.classes
     if layout.meta in blobs:
         meta = _unpickle(blobs[layout.meta], f"{where}: {layout.meta}")
-        if layout.names_key in meta:
-            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[layout.names_key])
+        try:
+            if layout.names_key in meta:
+                names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[layout.names_key])
+        except (ValueError, TypeError) as e:  # not a list of names, or not UTF-8
+            raise DataError(f"{where}: {layout.meta} holds no list of class names ({type(e).__name__}: {e}); "
+                            f"{REDOWNLOAD}.") from e
     y = np.concatenate(labels)
     if y.size and (y.min() < 0 or y.max() >= len(names)):
         raise DataError(f"{where}: labels {y.min()}..{y.max()} outside 0..{len(names) - 1}; {REDOWNLOAD}.")

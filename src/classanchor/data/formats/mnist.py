@@ -1,7 +1,4 @@
-"""MNIST from the official idx files: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``.
-
-The files may lie directly in ``root`` or in ``root/MNIST/raw`` (torchvision's layout), gzipped or not.
-"""
+"""MNIST from the official idx files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import numpy as np
 
 from ..cache import cached, file_fingerprint
 from ..imageset import DataError, ImageSet, PathLike
-from ._common import REDOWNLOAD, check_root, check_split
+from ._common import REDOWNLOAD, check_root, check_split, find_file
 
 __all__ = ["MNIST_CLASSES", "read_mnist"]
 
@@ -28,13 +25,8 @@ def _find_file(root: Path, split: str, kind: str) -> Path:
     names = [f"{prefix}-{kind}-{ext}-ubyte.gz", f"{prefix}-{kind}-{ext}-ubyte",
              f"{prefix}-{kind}.{ext}-ubyte.gz", f"{prefix}-{kind}.{ext}-ubyte"]
     dirs = [root, root / "MNIST" / "raw", root / "raw", root / "MNIST"]
-    for d in dirs:
-        for n in names:
-            if (d / n).is_file():
-                return d / n
-    raise DataError(f"MNIST {split} {kind} not found: looked for {', '.join(names)} in "
-                    f"{', '.join(str(d) for d in dirs)}. Download the official idx files "
-                    f"(e.g. into {root / 'MNIST' / 'raw'}).")
+    return find_file(names, dirs, f"MNIST {split} {kind}",
+                     f"Download the official idx files (e.g. into {root / 'MNIST' / 'raw'})")
 
 
 def _read_bytes_maybe_gzip(path: Path) -> bytes:
@@ -65,7 +57,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def read_mnist(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
                cache: bool = True) -> ImageSet:
-    """MNIST from the official idx files (gzipped or not) in ``root`` or ``root/MNIST/raw``.
+    """MNIST from the official idx files (gzipped or not) in ``root`` or ``root/MNIST/raw`` (torchvision's).
 
     Returns images uint8 (N, 28, 28, 1) and labels 0-9 (N = 60000 train, 10000 test).
     """

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..cache import cached, file_fingerprint
 from ..imageset import DataError, ImageSet, PathLike
-from ._common import REDOWNLOAD, check_root, check_split, first_existing
+from ._common import REDOWNLOAD, check_root, check_split, find_file
 
 __all__ = ["SVHN_CLASSES", "read_svhn"]
 
@@ -21,17 +21,11 @@ def read_svhn(root: PathLike, split: str = "train", *, cache_dir: PathLike | Non
     Returns images uint8 (N, 32, 32, 3) and labels 0-9 (the file's label 10 = digit 0).
     """
     check_split(split, ("train", "test", "extra"), "SVHN")
-    root = check_root(root, "SVHN")
+    path = check_root(root, "SVHN")
     name = f"{split}_32x32.mat"
-    if root.is_file():
-        path = root
-    else:
-        dirs = [root, root / "SVHN", root / "svhn"]
-        path = first_existing(d / name for d in dirs)
-        if path is None:
-            raise DataError(f"SVHN {split} not found: looked for {name} in "
-                            f"{', '.join(str(d) for d in dirs)}. Download the official cropped-digits file "
-                            f"{name}.")
+    if not path.is_file():
+        path = find_file([name], [path, path / "SVHN", path / "svhn"], f"SVHN {split}",
+                         f"Download the official cropped-digits file {name}")
 
     def build() -> ImageSet:
         from scipy.io import loadmat

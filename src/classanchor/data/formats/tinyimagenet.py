@@ -1,10 +1,7 @@
 """TinyImageNet from the official ``tiny-imagenet-200`` layout, as a folder or its zip.
 
-Class i is the i-th wnid of ``wnids.txt`` in sorted order; class names come from ``words.txt``. Train images
-(``train/<wnid>/images/*.JPEG``) are read only for the requested classes, so a copy may lack the other train
-folders; ``split='test'`` means the official ``val`` folder (``val/images`` + ``val_annotations.txt``). Train
-images are cached per class, val images all together; with a zip whose images are all cached, the zip is not
-even opened.
+Class i is the i-th wnid of ``wnids.txt`` in sorted order; class names come from ``words.txt``. When every
+requested image of a zip is in the cache, the zip is not even opened.
 """
 
 from __future__ import annotations
@@ -19,20 +16,30 @@ from ..cache import cache_path, cached, file_fingerprint, save_npz, try_load
 from ..decode import decode_names
 from ..imageset import DataError, ImageSet, PathLike
 from ..sources import FileSource, is_image_name
-from ._common import REDOWNLOAD, check_root, check_split, class_indices, first_existing, labels_from_names
+from ._common import REDOWNLOAD, check_root, check_split, class_indices, filter_classes, labels_from_names
 
 __all__ = ["read_tinyimagenet", "tinyimagenet_classes"]
 
 _SIZE = (64, 64)
+_FOLDER = "tiny-imagenet-200"
+
+
+def _locate(root: Path) -> Path:
+    """The tiny-imagenet-200 folder or zip at or in ``root`` (without opening it)."""
+    if root.is_dir() and not (root / "wnids.txt").is_file():
+        sub = next((p for p in (root / _FOLDER, root / f"{_FOLDER}.zip") if p.exists()), None)
+        if sub is None:
+            raise DataError(f"no TinyImageNet data found in {root}: looked for wnids.txt, {_FOLDER}/ and "
+                            f"{_FOLDER}.zip (the official tiny-imagenet-200 layout).")
+        return sub
+    return root
 
 
 class _Tiny:
-    """The official tiny-imagenet-200 layout inside a folder or a zip."""
-
-    FOLDER = "tiny-imagenet-200"
+    """The official tiny-imagenet-200 layout inside a folder or a zip; ``files`` is open until closed."""
 
     def __init__(self, root: Path):
-        self.files = FileSource(self.locate(root))
+        self.files = FileSource(_locate(root))
         try:
             self.prefix = self._prefix()
             self.wnids, self.names = self._classes()
@@ -47,23 +54,8 @@ class _Tiny:
         metas = sorted((n for n in self.files.names() if posixpath.basename(n) == "wnids.txt"), key=len)
         if not metas:
             raise DataError(f"{self.files.zip_path}: no wnids.txt in the zip; this is not the official "
-                            f"{self.FOLDER} layout: download it again.")
+                            f"{_FOLDER} layout: download it again.")
         return metas[0][: -len("wnids.txt")]
-
-    @classmethod
-    def locate(cls, root: Path) -> Path:
-        """The tiny-imagenet-200 folder or zip at or in ``root`` (without opening it)."""
-        if root.is_dir() and not (root / "wnids.txt").is_file():
-            sub = first_existing([root / cls.FOLDER, root / f"{cls.FOLDER}.zip"])
-            if sub is None:
-                raise DataError(f"no TinyImageNet data found in {root}: looked for wnids.txt, "
-                                f"{cls.FOLDER}/ and {cls.FOLDER}.zip (the official tiny-imagenet-200 "
-                                f"layout).")
-            return sub
-        return root
-
-    def close(self) -> None:
-        self.files.close()
 
     def _text(self, name: str) -> str:
         return self.files.read(self.prefix + name).decode("utf-8", errors="replace")
@@ -79,12 +71,6 @@ class _Tiny:
                 words[wnid.strip()] = text.strip()
         return tuple(wnids), tuple(words.get(w) or w for w in wnids)
 
-    def class_indices(self, classes: Iterable[int | str] | None) -> np.ndarray:
-        """Sorted class indices of ``classes`` (indices or wnids; None = all)."""
-        if classes is None:
-            return np.arange(len(self.wnids))
-        return class_indices(classes, self.wnids, "TinyImageNet", noun="wnid")
-
     def train_files(self, cls: int) -> list[str]:
         """The train image names of class ``cls``, sorted; DataError when the class has none."""
         wnid = self.wnids[cls]
@@ -94,15 +80,18 @@ class _Tiny:
             raise DataError(f"TinyImageNet: no train images for class {cls} ({wnid}, "
                             f"{self.names[cls]!r}): expected {folder}/*.JPEG in {self.files.path}. This copy "
                             f"lacks that class's train folder: request only classes it has (classes=) or "
-                            f"use the complete official {self.FOLDER}.zip.")
+                            f"use the complete official {_FOLDER}.zip.")
         return names
 
     def val_files(self) -> tuple[list[str], np.ndarray]:
-        where = self.files.where(self.prefix + "val/val_annotations.txt")
-        if not self.files.exists(self.prefix + "val/val_annotations.txt"):
+        """The val image names and their labels, from ``val/val_annotations.txt``."""
+        annotations = self.prefix + "val/val_annotations.txt"
+        where = self.files.where(annotations)
+        if not self.files.exists(annotations):
             raise DataError(f"TinyImageNet: {where} not found; the val split needs it: download "
-                            f"{self.FOLDER}.zip again.")
-        rows = [line.split("\t") for line in self._text("val/val_annotations.txt").splitlines() if line.strip()]
+                            f"{_FOLDER}.zip again.")
+        rows = [line.split("\t") for line in self._text("val/val_annotations.txt").splitlines()
+                if line.strip()]
         if any(len(r) < 2 for r in rows):
             raise DataError(f"{where}: lines must be '<file>\\t<wnid>\\t...'; {REDOWNLOAD}.")
         names = [f"{self.prefix}val/images/{r[0].strip()}" for r in rows]
@@ -113,10 +102,8 @@ class _Tiny:
 def tinyimagenet_classes(root: PathLike) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(wnids, names) of TinyImageNet: class i = i-th wnid in sorted order; names from words.txt."""
     tiny = _Tiny(check_root(root, "TinyImageNet"))
-    try:
-        return tiny.wnids, tiny.names
-    finally:
-        tiny.close()
+    tiny.files.close()
+    return tiny.wnids, tiny.names
 
 
 def read_tinyimagenet(root: PathLike, split: str = "train", classes: Iterable[int | str] | None = None, *,
@@ -135,50 +122,42 @@ def read_tinyimagenet(root: PathLike, split: str = "train", classes: Iterable[in
     check_split(split, ("train", "val", "test"), "TinyImageNet")
     split = "train" if split == "train" else "val"
     classes = None if classes is None else list(classes)
-    source = _Tiny.locate(check_root(root, "TinyImageNet"))
+    source = _locate(check_root(root, "TinyImageNet"))
     if cache and source.is_file() and (classes is None or all(not isinstance(c, str) for c in classes)):
-        found = _tiny_zip_cached(source, split, classes, cache_dir)
+        found = _zip_cached(source, split, classes, cache_dir)
         if found is not None:  # everything cached: the zip is not even opened
             return found
     tiny = _Tiny(source)
-    try:
-        wanted = tiny.class_indices(classes)
+    with tiny.files:
+        if classes is None:
+            wanted = np.arange(len(tiny.wnids))
+        else:
+            wanted = class_indices(classes, tiny.wnids, "TinyImageNet", noun="wnid")
         if split == "train":
-            return _read_tiny_train(tiny, wanted, cache_dir, cache, progress)
-        return _read_tiny_val(tiny, wanted, cache_dir, cache, progress)
-    finally:
-        tiny.close()
+            return _read_train(tiny, wanted, cache_dir, cache, progress)
+        return _read_val(tiny, wanted, cache_dir, cache, progress)
 
 
-def _tiny_key(files: FileSource, split: str, names: Sequence[str], cls: int | None = None) -> dict:
-    """Cache key of TinyImageNet train images of class ``cls``, or of all val images (cls None)."""
-    return {"split": split, "class": cls, "source": files.fingerprint(names)}
+def _key(split: str, source: list, cls: int | None = None) -> dict:
+    """Cache key of the train images of class ``cls`` (all val images: None); ``source``: a fingerprint."""
+    return {"split": split, "class": cls, "source": source}
 
 
-def _tiny_zip_cached(source: Path, split: str, classes, cache_dir) -> ImageSet | None:
+def _zip_cached(source: Path, split: str, classes, cache_dir) -> ImageSet | None:
     """The requested images from the cache alone (zip sources: the key is the zip's stat), else None."""
     fp = file_fingerprint(source)
     if split == "val":
-        data = try_load(cache_path(cache_dir, "tinyimagenet", {"split": "val", "class": None, "source": fp}))
-        if data is None:
-            return None
-        if classes is None:
-            return data
-        return data.subset(np.isin(data.labels, class_indices(classes, data.class_names, "TinyImageNet")))
-    if classes is None:
+        data = try_load(cache_path(cache_dir, "tinyimagenet", _key("val", fp)))
+        return None if data is None else filter_classes(data, classes, "TinyImageNet")
+    if not classes:
         return None  # "all classes" needs the class list from the zip
-    parts, names = [], None
-    for c in np.unique(np.asarray(list(classes), dtype=np.int64)).tolist():
-        key = {"split": "train", "class": c, "source": fp}
-        found = try_load(cache_path(cache_dir, "tinyimagenet", key))
-        if found is None:
+    parts = []
+    for c in np.unique(np.asarray(classes, dtype=np.int64)).tolist():
+        parts.append(try_load(cache_path(cache_dir, "tinyimagenet", _key("train", fp, c))))
+        if parts[-1] is None:
             return None
-        parts.append(found)
-        names = found.class_names
-    if not parts:
-        return None
     return ImageSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
-                    names)
+                    parts[0].class_names)
 
 
 def _decode(files: FileSource, names: Sequence[str], split: str, progress: bool) -> np.ndarray:
@@ -187,41 +166,31 @@ def _decode(files: FileSource, names: Sequence[str], split: str, progress: bool)
                         desc=f"decoding tinyimagenet {split}").images
 
 
-def _read_tiny_train(tiny: _Tiny, wanted: np.ndarray, cache_dir, cache: bool, progress: bool) -> ImageSet:
-    files = tiny.files
-    lists = {int(c): tiny.train_files(int(c)) for c in wanted}  # raises for a missing class first
-    keys = {c: _tiny_key(files, "train", lists[c], c) for c in lists}
-    parts: dict[int, np.ndarray] = {}
-    if cache:
-        for c in lists:
-            found = try_load(cache_path(cache_dir, "tinyimagenet", keys[c]))
-            if found is not None:
-                parts[c] = found.images
+def _read_train(tiny: _Tiny, wanted: np.ndarray, cache_dir, cache: bool, progress: bool) -> ImageSet:
+    lists = {c: tiny.train_files(c) for c in wanted.tolist()}  # raises for a missing class first
+    paths = {c: cache_path(cache_dir, "tinyimagenet", _key("train", tiny.files.fingerprint(names), c))
+             for c, names in lists.items()}
+    found = {c: try_load(path) for c, path in paths.items()} if cache else {}
+    parts = {c: data.images for c, data in found.items() if data is not None}
     todo = [c for c in lists if c not in parts]
     if todo:
-        names = [n for c in todo for n in lists[c]]
-        images = _decode(files, names, "train", progress)
+        images = _decode(tiny.files, [n for c in todo for n in lists[c]], "train", progress)
         bounds = np.cumsum([0] + [len(lists[c]) for c in todo])
         for c, lo, hi in zip(todo, bounds[:-1], bounds[1:]):
             parts[c] = images[lo:hi]
             if cache:
-                one = ImageSet(parts[c], np.full(hi - lo, c, np.int64), tiny.names)
-                save_npz(cache_path(cache_dir, "tinyimagenet", keys[c]), one)
-    order = [int(c) for c in wanted]
-    counts = [len(parts[c]) for c in order]
+                save_npz(paths[c], ImageSet(parts[c], np.full(hi - lo, c, np.int64), tiny.names))
+    order = wanted.tolist()
     images = np.concatenate([parts[c] for c in order]) if order else np.empty((0, *_SIZE, 3), np.uint8)
-    labels = np.repeat(np.asarray(order, dtype=np.int64), counts)
+    labels = np.repeat(np.asarray(order, dtype=np.int64), [len(parts[c]) for c in order])
     return ImageSet(images, labels, tiny.names)
 
 
-def _read_tiny_val(tiny: _Tiny, wanted: np.ndarray, cache_dir, cache: bool, progress: bool) -> ImageSet:
+def _read_val(tiny: _Tiny, wanted: np.ndarray, cache_dir, cache: bool, progress: bool) -> ImageSet:
     names, labels = tiny.val_files()
 
     def build() -> ImageSet:
-        images = _decode(tiny.files, names, "val", progress)
-        return ImageSet(images, labels, tiny.names)
+        return ImageSet(_decode(tiny.files, names, "val", progress), labels, tiny.names)
 
-    data = cached("tinyimagenet", _tiny_key(tiny.files, "val", names), build, cache_dir, cache)
-    if len(wanted) == len(tiny.wnids):
-        return data
-    return data.subset(np.isin(data.labels, wanted))
+    data = cached("tinyimagenet", _key("val", tiny.files.fingerprint(names)), build, cache_dir, cache)
+    return data if len(wanted) == len(tiny.wnids) else data.subset(np.isin(data.labels, wanted))

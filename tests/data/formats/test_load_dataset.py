@@ -1,4 +1,4 @@
-"""The readers' public facade: datasets by name, the official class lists, two real-data checks."""
+"""Datasets by name (``formats.load_dataset``), the official class lists, two real-data checks."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classanchor.data.readers import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    DataError,
-    load_dataset,
-    read_cifar10,
-    read_mnist,
-)
+from classanchor.data.formats import load_dataset
+from classanchor.data.formats.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, read_cifar10
+from classanchor.data.formats.mnist import read_mnist
+from classanchor.data.imageset import DataError
 
 REAL = Path("/work/shared/data")
 

@@ -1,0 +1,33 @@
+"""The scripts in benchmarks/ run against the current library (they are not imported by anything else, so
+without this they rot silently when an API changes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_speed_script_measures_every_pipeline_and_prints_positive_ratios(capsys):
+    speed = load_script("speed")
+    assert speed.main(["--cases", "mnist", "--repeats", "1", "--steps", "1", "--batch-size", "8",
+                       "--eval-batch-size", "32", "--eval-images", "64", "--workers", "0"]) in (0, None)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32 px")]
+    assert [row.split("|")[2].strip() for row in rows] == ["train", "eval"]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")][2:]
+        assert all(re.fullmatch(r"\d+(\.\d+)?", c) and float(c) > 0 for c in cells), row
