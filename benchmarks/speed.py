@@ -1,5 +1,5 @@
-"""Training and evaluation throughput of classifier32: the library's pipeline against the compute limit and
-against a conventional per-sample DataLoader, measured in one process.
+"""Training and evaluation throughput of a backbone (``--backbone``, default classifier32): the library's
+pipeline against the compute limit and against a conventional per-sample DataLoader, in one process.
 
 For each case (32 px with 1 channel as MNIST, 32 px with 3 channels as CIFAR, 64 px with 3 channels as
 TinyImageNet) and for training and evaluation, images/s of
@@ -30,6 +30,7 @@ run it under the shared lock::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -48,7 +49,7 @@ from classanchor.data.augment import AugmentSpec, reference_sample_params
 from classanchor.data.loader import DeviceLoader
 from classanchor.data.preprocess import Preprocessing
 from classanchor.evaluate import network_logits
-from classanchor.models.classifier32 import Classifier32
+from classanchor.models.registry import build_backbone
 from classanchor.train import Stage, TrainConfig, bf16_is_fast, prepare_network, train_step, use_channels_last
 
 
@@ -133,9 +134,10 @@ class Pipeline:
         return statistics.median(self.rates[kind]) if self.rates[kind] else math.nan
 
 
-def _net(case: Case, device: torch.device) -> CACNet:
+def _net(case: Case, device: torch.device, args) -> CACNet:
     torch.manual_seed(0)
-    return CACNet(Classifier32(case.classes, case.channels, case.size), case.classes).to(device)
+    body = build_backbone(args.backbone, case.classes, case.channels, case.size, **json.loads(args.backbone_kwargs))
+    return CACNet(body, case.classes).to(device)
 
 
 def library_pipeline(case, images, labels, args, device, channels_last: bool, compile: bool,
@@ -150,7 +152,7 @@ def library_pipeline(case, images, labels, args, device, channels_last: bool, co
                                 drop_last=True, channels_last=channels_last)
     n_eval = min(args.eval_images, len(labels))
     preprocessing = Preprocessing(case.size, case.channels, case.spec.mean, case.spec.std)
-    net = _net(case, device)
+    net = _net(case, device, args)
     amp = bf16 and bf16_is_fast(device)
     config = TrainConfig(stages=(Stage(1, 0.01),), weight_decay=5e-6, channels_last=channels_last, compile=compile,
                          precision="bf16" if amp else "float32")
@@ -216,7 +218,7 @@ def loader_pipeline(case, images, labels, args, device) -> Pipeline:
 def bare_pipeline(case, args, device, bf16: bool = False) -> Pipeline:
     """(b) forward + backward + SGD on tensors already on the device, default memory format; ``bf16``: under
     ``torch.autocast(device.type, torch.bfloat16)`` (the compute limit for a bf16 library pipeline)."""
-    net = _net(case, device)
+    net = _net(case, device, args)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-6)
     x = torch.randn(args.batch_size, case.channels, case.size, case.size, device=device)
     y = torch.randint(0, case.classes, (args.batch_size,), device=device)
@@ -261,7 +263,7 @@ def conventional_pipeline(case, images, labels, args, device) -> Pipeline:
     eval_loader = DataLoader(PerSampleImages(images[:n_eval], labels[:n_eval], case.spec, False),
                              batch_size=args.batch_size, shuffle=False, num_workers=args.workers, pin_memory=pin,
                              persistent_workers=args.workers > 0)
-    net = _net(case, device)
+    net = _net(case, device, args)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-6)
     state = {"batches": iter(train_loader)}
 
@@ -389,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-batch-size", type=int, default=1000, help="library evaluation batch")
     parser.add_argument("--eval-images", type=int, default=1000, help="images per evaluation repeat (64 px: a quarter)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of pipeline c")
+    parser.add_argument("--backbone", default="classifier32", help="registry name (default classifier32)")
+    parser.add_argument("--backbone-kwargs", default="{}", help='JSON arguments, e.g. \'{"width": 32}\'')
     parser.add_argument("--compile", action="store_true", help="also time the library with torch.compile")
     parser.add_argument("--loader-only", action="store_true",
                         help="time only the DeviceLoader (batches/s of the data side of a), 10x the steps")
@@ -412,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append((CASES[key], run_case(CASES[key], args, device)))
     print()
     print(environment(device))
+    print(f"backbone {args.backbone} {args.backbone_kwargs}")
     print(f"batch {args.batch_size}, eval batch {args.eval_batch_size} (c: {args.batch_size}), {args.repeats} "
           f"repeats of {args.steps} steps (64 px: fewer) and {args.eval_images} eval images, c with "
           f"{args.workers} workers")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import classanchor.io as cio
-from classanchor.io import atomic_write, clean_stale_temporaries, git_commit, save_torch, write_json, write_text
+from classanchor.io import (RunFolder, atomic_write, clean_stale_temporaries, git_commit, open_run_folder, save_torch,
+                            write_json, write_npz, write_text)
 
 
 def backdate(folder: Path, seconds: float = 3600.0) -> None:
@@ -107,16 +112,96 @@ def test_a_full_disk_gives_a_clear_error_naming_the_file_and_leaves_nothing(tmp_
 
 
 def test_torch_save_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
-    def enforce_fail(obj, f, *a, **k):
-        Path(f).write_bytes(b"PK\x03\x04")
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    target = save_torch(tmp_path / "state.pt", {"a": 1})
+    real_write_bytes = Path.write_bytes
 
-    monkeypatch.setattr(torch, "save", enforce_fail)
-    target = tmp_path / "state.pt"
-    with pytest.raises(OSError, match="could not write .*state.pt .*disk full or not writable") as err:
-        save_torch(target, {"a": 1})
-    assert str(target) in str(err.value)
-    assert not target.exists() and dot_entries(tmp_path) == []
+    def full(self, data):
+        real_write_bytes(self, bytes(data)[:64])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match="could not write .*state.pt: the disk is full") as err:
+        save_torch(target, {"a": 2})
+    assert ".tmp" not in str(err.value)  # the temporary's name is not the user's business
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"a": 1} and dot_entries(tmp_path) == []
+
+
+# ------------------------------------------------------------------ a real small file system (root on Linux)
+
+def mount_tmpfs(where: Path, options: str) -> None:
+    """Mount a tmpfs with ``options`` (e.g. ``size=1m``, ``ro``) at the existing folder ``where``, or skip."""
+    if sys.platform != "linux" or os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("mounting a small or read-only file system needs root on Linux; the patched-write tests "
+                    "cover this case elsewhere")
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str = "8m"):
+    """A ``size`` tmpfs at ``tmp_path/disk`` for the duration of the block."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount_tmpfs(disk, f"size={size}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until ``disk`` is full (the next new file cannot get a single page); returns it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (1 << 20, 1 << 12):
+            while True:
+                try:
+                    os.write(fd, b"\0" * chunk)
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+SAVES = {  # what each save writes, and how to read it back
+    "result.json": (lambda p, v: write_json(p, {"v": v}), lambda p: json.loads(p.read_text())["v"]),
+    "table.md": (lambda p, v: write_text(p, f"v{v}"), lambda p: int(p.read_text()[1:])),
+    "state.pt": (lambda p, v: save_torch(p, {"v": torch.full((3000,), v)}),
+                 lambda p: int(torch.load(p, weights_only=True)["v"][0])),
+    "logits.npz": (lambda p, v: write_npz(p, {"test": np.random.default_rng(v).random((100, 40)), "v": np.array(v)}),
+                   lambda p: int(np.load(p, allow_pickle=False)["v"])),
+}
+
+
+@pytest.mark.parametrize("name", SAVES)
+def test_a_full_disk_keeps_the_previous_file_and_the_next_save_succeeds(tmp_path, name):
+    save, read = SAVES[name]
+    with small_disk(tmp_path) as disk:
+        target = save(disk / "run" / name, 1)
+        filler = fill(disk)
+        with pytest.raises(OSError) as err:
+            save(target, 2)
+        assert f"could not write {target}: the disk is full" in str(err.value) and err.value.errno == errno.ENOSPC
+        assert read(target) == 1 and dot_entries(target.parent) == []
+        filler.unlink()
+        save(target, 3)
+        assert read(target) == 3 and dot_entries(target.parent) == []
+
+
+def test_a_read_only_file_system_is_named_with_the_fix(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mount_tmpfs(folder, "ro,size=1m")
+    try:
+        with pytest.raises(OSError, match=r"could not write .*ro/out.csv: the file system is read-only; choose"):
+            write_text(folder / "out.csv", "x")
+        with pytest.raises(OSError, match=r"could not write .*ro/run: the file system is read-only"):
+            RunFolder.create(folder / "run", {"dataset": "MNIST"})
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_writing_to_a_folder_is_refused_naming_it(tmp_path):
@@ -155,9 +240,34 @@ def test_git_commit_in_a_checkout_takes_no_optional_lock(tmp_path, monkeypatch):
     assert all(Path(k["cwd"]) == source.parent for _, k in calls)
 
 
-def test_a_run_folder_with_another_config_names_the_fields_that_differ(tmp_path):
-    from classanchor.io import RunFolder
+# ------------------------------------------------------------------------------------------ run folders
 
-    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1]})
+def test_a_run_folder_with_another_config_names_the_fields_that_differ(tmp_path):
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "out": "runs/a"})
     with pytest.raises(ValueError, match=r"trials: \[0, 1\] there, \[0\] now"):
-        RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0]})
+        RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0], "out": "runs/a"})
+    # the same folder reached by another path is the same run
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "out": str(tmp_path.resolve())})
+    assert len(json.loads((tmp_path / "config.json").read_text())["sessions"]) == 2
+
+
+def test_a_run_folder_is_never_a_file_or_a_folder_of_other_files(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile is a file, not a run folder; choose another --out"):
+        RunFolder.create(tmp_path / "afile", {"a": 1})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x")
+    with pytest.raises(ValueError, match=r"mine is not empty and is not a classanchor run folder .*thesis.tex.*; "
+                                         r"choose another --out folder or empty this one"):
+        RunFolder.create(mine, {"a": 1})
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    for marker in ("config.json", "study_compare.json"):  # a run folder of a command or of a study: reopened
+        (mine / marker).write_text(json.dumps({"config": {"a": 1}}))
+        assert open_run_folder(mine) == mine
+        (mine / marker).unlink()
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_text("x")  # hidden entries (and our temporaries) do not count
+    RunFolder.create(hidden, {"a": 1})
+    assert (hidden / "config.json").exists()

@@ -21,7 +21,7 @@ from classanchor import CACNet, Preprocessing
 from classanchor.model_io import CONFIG_FILE, ModelFormatError, load_open_set_model, save_open_set_model
 from classanchor.models.registry import build_backbone
 
-from .test_io import backdate, dot_entries
+from .test_io import backdate, dot_entries, fill, small_disk
 
 PREP = Preprocessing(size=8, channels=1, mean=(0.5,), std=(0.25,))
 
@@ -189,6 +189,19 @@ def test_a_full_disk_names_the_model_and_leaves_no_partial_folder(tmp_path, monk
     monkeypatch.undo()
     assert not (tmp_path / "new").exists() and dot_entries(tmp_path) == []
     assert threshold_of(old) == 1.0
+
+
+def test_a_model_save_on_a_really_full_disk_keeps_the_old_model_and_the_next_save_succeeds(tmp_path):
+    with small_disk(tmp_path) as disk:
+        path = save(disk / "model", 1.0)
+        filler = fill(disk)
+        for target in (disk / "new", path):
+            with pytest.raises(OSError, match=f"could not write {target}: the disk is full"):
+                save(target, 2.0)
+        assert threshold_of(path) == 1.0 and not (disk / "new").exists() and dot_entries(disk) == []
+        filler.unlink()
+        save(path, 3.0)
+        assert threshold_of(path) == 3.0 and dot_entries(disk) == []
 
 
 # ------------------------------------------------------------------------------------- backbone arguments

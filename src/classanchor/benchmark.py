@@ -15,11 +15,15 @@ Run folder layout (``out/``)::
     results.json, table.md             all finished jobs and the Markdown table with published numbers
 
 A job is a method with its hyperparameters (e.g. ``cac``, ``ce``, ``cac_a5_l0.8``). A job whose
-``result.json`` exists is never trained again.
+``result.json`` exists is never trained again. The unfinished jobs run on an executor
+(:mod:`classanchor.executors`: in this process, or as Ray tasks) and under torchrun on every process together
+(:mod:`classanchor.distributed`); see docs/scale.md.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
 from .evaluate import SCORE_LABELS, Logits
+from .executors import InProcess, Job
 from .io import RunFolder, read_json, run_environment, write_json, write_npz, write_text
 from .methods import Method, get_method
 from .models.registry import build_backbone
-from .pipeline import backbone_kwargs_for, fit_open_set, resolve_device
+from .pipeline import backbone_for, fit_open_set, resolve_device
 from .recipes import Recipe, get_recipe
 from .train import resolve_precision
 
-__all__ = ["BenchmarkConfig", "PUBLISHED", "job_name", "run_job", "run_benchmark", "format_benchmark_table",
-           ]
+__all__ = ["BenchmarkConfig", "PUBLISHED", "job_dir", "job_name", "run_job", "run_benchmark",
+           "format_benchmark_table", "train_missing"]
 
 #: Published numbers (paper Tables 2 and 3): dataset -> method -> (closed-set accuracy, AUROC).
 PUBLISHED: dict[str, dict[str, tuple[float | None, float]]] = {
@@ -66,7 +72,7 @@ class BenchmarkConfig:
     compile: bool = False
     anchor_magnitude: float = 10.0
     anchor_weight: float = 0.1
-    backbone: str = "classifier32"
+    backbone: str | None = None  # None: the recipe's
     backbone_kwargs: dict = field(default_factory=dict)
     precision: str = "auto"
     eval_batch_size: int = 1000
@@ -84,7 +90,7 @@ def job_name(method: Method) -> str:
 
 
 def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *, device: torch.device | str,
-            seed: int = 0, backbone: str = "classifier32", backbone_kwargs: dict | None = None,
+            seed: int = 0, backbone: str | None = None, backbone_kwargs: dict | None = None,
             precision: str = "auto", compile: bool = False, eval_batch_size: int = 1000,
             progress: bool = True) -> dict:
     """Fit and evaluate one method on one trial (resumable); returns the contents of ``result.json``.
@@ -122,7 +128,8 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
                                        "recipe": recipe.name})
     result = {"dataset": data.trial.dataset, "trial": trial, "job": name, "method": method.name,
               "detector": method.detector, "anchor_magnitude": method.anchor_magnitude,
-              "anchor_weight": method.anchor_weight, "recipe": recipe.name, "backbone": backbone,
+              "anchor_weight": method.anchor_weight, "recipe": recipe.name, "backbone": model.backbone,
+              "backbone_kwargs": model.backbone_kwargs,
               "accuracy": report["accuracy"], "auroc": report["auroc"], "open_set": report,
               "calibration": model.calibration, "openness": data.trial.openness,
               "best_epoch": fitted.history.best_epoch, "epochs": recipe.total_epochs,
@@ -167,12 +174,72 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> tuple[list[dict], str]:
+def job_dir(out: str | Path, trial: int, method: Method) -> Path:
+    """The folder of one job in a run folder: ``out/trial{t}/{job_name(method)}``."""
+    return Path(out) / f"trial{trial}" / job_name(method)
+
+
+#: The last trial's data of this process: consecutive jobs of a trial (in-process, or a Ray worker's tasks) read
+#: it once.
+_TRIAL_DATA: dict[tuple, OpenSetData] = {}
+
+
+def _trial_data(dataset: str, trial: int, data_root: str, seed: int, progress: bool) -> OpenSetData:
+    key = (dataset, trial, str(Path(data_root).resolve()), seed)
+    if key not in _TRIAL_DATA:
+        _TRIAL_DATA.clear()  # free the previous trial's images first
+        _TRIAL_DATA[key] = build_trial(get_trial(dataset, trial), key[2], seed=seed, progress=progress)
+    return _TRIAL_DATA[key]
+
+
+def _train(config, dataset: str, trial: int, method: Method, recipe: Recipe, folder: str, progress: bool) -> None:
+    """Train and evaluate one job into ``folder`` (``config``: a :class:`BenchmarkConfig` or a
+    :class:`~classanchor.studies.StudyConfig`). Under torchrun a rank other than 0 trains along into a scratch
+    folder holding a copy of rank 0's resume state, then deletes it: only rank 0 writes the run folder."""
+    data = _trial_data(dataset, trial, config.data_root, config.seed, progress)
+    scratch = None if distributed.is_main() else Path(tempfile.mkdtemp(prefix=f"classanchor-r{distributed.rank()}-"))
+    try:
+        if scratch is not None and (Path(folder) / "state.pt").exists():
+            shutil.copy(Path(folder) / "state.pt", scratch / "state.pt")
+        run_job(data, recipe, method, scratch or Path(folder), device=resolve_device(config.device),
+                seed=config.seed, backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
+                precision=config.precision, compile=config.compile, eval_batch_size=config.eval_batch_size,
+                progress=progress)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def train_missing(config, dataset: str, recipe: Recipe, jobs: list[tuple[int, Method]], out: str | Path,
+                  executor=None, progress: bool = True) -> None:
+    """Train every (trial, method) of ``jobs`` without a ``result.json`` in the run folder ``out`` on ``executor``.
+
+    ``config``: a :class:`BenchmarkConfig` or :class:`~classanchor.studies.StudyConfig` (the training settings);
+    ``executor``: from :func:`classanchor.executors.make_executor` (default: in this process). Paths are made
+    absolute, so a Ray worker with another working folder writes to the same place. Under torchrun every process
+    takes part in each training (the unfinished jobs are fixed before the first one starts) and only rank 0 writes.
+    """
+    executor = executor or InProcess()
+    out = Path(out).resolve()
+    show = progress and executor.in_process and distributed.is_main()
+    pending = [Job(f"trial{t}/{job_name(m)}", _train, (config, dataset, t, m, recipe, str(job_dir(out, t, m)), show))
+               for t, m in dict.fromkeys(jobs) if not (job_dir(out, t, m) / "result.json").exists()]
+    try:
+        if not executor.in_process:
+            _TRIAL_DATA.clear()  # the workers read their own
+        with distributed.session(resolve_device(config.device)):
+            executor.run(pending, progress=progress and distributed.is_main())
+    finally:
+        _TRIAL_DATA.clear()
+
+
+def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None) -> tuple[list[dict], str]:
     """Run every (trial, method) of ``config`` not yet done; write results.json and table.md.
 
     Every input is checked before the run folder is touched (dataset, recipe, methods, device, precision, the
     backbone and its arguments, the first trial's data files), so a mistyped command leaves no config.json
-    behind that would refuse the corrected one.
+    behind that would refuse the corrected one. ``executor`` runs the trainings (:func:`train_missing`); under
+    torchrun only rank 0 writes, and the other ranks return ``([], "")``.
     """
     dataset = get_benchmark(config.dataset).name
     full = get_recipe(dataset, config.recipe)
@@ -184,27 +251,19 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> tuple[list[
     device = resolve_device(config.device)
     resolve_precision(config.precision, device)
     channels = get_benchmark(dataset).input_shape[2]
-    build_backbone(config.backbone, 2, channels, recipe.image_size, **backbone_kwargs_for(config.backbone, recipe,
-                                                                           config.backbone_kwargs))
+    backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
+    build_backbone(backbone, 2, channels, recipe.image_size, **backbone_kwargs)
     out = Path(config.out)
-
-    def job_dir(trial: int, method: Method) -> Path:
-        return out / f"trial{trial}" / job_name(method)
-
-    pending = [t for t in config.trials for m in methods if not (job_dir(t, m) / "result.json").exists()]
-    data = build_trial(get_trial(dataset, pending[0]), config.data_root, seed=config.seed, progress=progress) \
-        if pending else None
-    folder = RunFolder.create(out, config)
-    results = []
-    for trial_index in config.trials:
-        if trial_index in pending and (data is None or data.trial.trial != trial_index):
-            data = None  # free the previous trial's images first
-            data = build_trial(get_trial(dataset, trial_index), config.data_root, seed=config.seed, progress=progress)
-        for method in methods:
-            results.append(run_job(data, recipe, method, job_dir(trial_index, method), device=device, seed=config.seed,
-                                   backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
-                                   precision=config.precision, compile=config.compile,
-                                   eval_batch_size=config.eval_batch_size, progress=progress))
+    jobs = [(t, m) for t in config.trials for m in methods]
+    pending = [t for t, m in jobs if not (job_dir(out, t, m) / "result.json").exists()]
+    if pending:  # the data files are readable (kept for the first in-process job)
+        _trial_data(dataset, pending[0], config.data_root, config.seed, progress)
+    if distributed.is_main():
+        folder = RunFolder.create(out, config)
+    train_missing(config, dataset, recipe, jobs, out, executor, progress)
+    if not distributed.is_main():
+        return [], ""
+    results = [read_json(job_dir(out, t, m) / "result.json") for t, m in jobs]
     table = format_benchmark_table(dataset, results, recipe, full)
     write_json(folder.file("results.json"), results)
     write_text(folder.file("table.md"), table)

@@ -21,7 +21,7 @@ from .data.folders import load_user_data
 from .io import RunFolder, read_json, run_environment, write_json
 from .methods import get_method
 from .models.registry import build_backbone
-from .pipeline import ACCEPT_RATE, fit_open_set, resolve_device
+from .pipeline import ACCEPT_RATE, backbone_for, fit_open_set, resolve_device
 from .predictor import OpenSetPredictor, evaluation_report
 from .recipes import Recipe, get_recipe
 from .train import PRECISIONS, Stage
@@ -58,7 +58,7 @@ class FolderTrainConfig:
     epochs: int = 30
     image_size: int = 32
     channels: int | None = None
-    backbone: str = "classifier32"
+    backbone: str | None = None  # None: the recipe's (classifier32)
     backbone_kwargs: dict = field(default_factory=dict)
     accept_rate: float = ACCEPT_RATE
     threshold: float | None = None
@@ -83,7 +83,7 @@ class FolderTrainConfig:
             raise ValueError(f"threshold must be a finite number, got {self.threshold}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
-        if self.backbone == "classifier32" and (self.image_size % 8 or self.image_size < 8):
+        if self.backbone in (None, "classifier32") and (self.image_size % 8 or self.image_size < 8):
             raise ValueError(f"classifier32 needs an image size that is a multiple of 8 (e.g. 32 or 64), got "
                              f"{self.image_size}.")
 
@@ -123,12 +123,13 @@ def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tupl
                           test_fraction=config.test_fraction, max_per_class=config.max_per_class, seed=config.seed,
                           progress=progress)
     read_seconds = time.perf_counter() - start
-    build_backbone(config.backbone, len(data.known_names), data.channels, config.image_size,
-                   **config.backbone_kwargs)  # a wrong backbone or argument fails before anything is written
+    backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
+    # a wrong backbone or argument fails before anything is written
+    build_backbone(backbone, len(data.known_names), data.channels, config.image_size, **backbone_kwargs)
     folder = RunFolder.create(out, config)
     write_json(folder.file("data.json"), data.summary())
     fitted = fit_open_set(data.train, data.val, recipe, get_method("cac"), class_names=data.known_names,
-                          backbone=config.backbone, backbone_kwargs=config.backbone_kwargs, device=device,
+                          backbone=backbone, backbone_kwargs=backbone_kwargs, device=device,
                           seed=config.seed, precision=config.precision, state_path=folder.path / "state.pt",
                           accept_rate=config.accept_rate, threshold=config.threshold, eval_batch_size=512,
                           progress=progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import torch
 from ._version import __version__
 
 __all__ = ["atomic_write", "write_json", "write_text", "write_npz", "read_json", "save_torch", "git_commit",
-           "run_environment", "RunFolder", "clean_stale_temporaries", "write_failure"]
+           "run_environment", "RunFolder", "clean_stale_temporaries", "open_run_folder", "write_failure"]
 
 #: When this process imported the library: every temporary it creates is newer, so a leftover older than this
 #: (and older than :data:`STALE_AFTER_S`) was left by an earlier, killed process.
@@ -32,6 +33,8 @@ STALE_AFTER_S = 300.0
 #: model folder being swapped out). The 8 characters are those of ``tempfile.mkstemp``/``mkdtemp``.
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+#: Write errors that are the disk's or the folder's, not the program's: reported by :func:`write_failure`.
+_NOT_WRITABLE = (*_DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _last_touched(path: Path) -> float:
@@ -81,23 +84,25 @@ def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) 
 
 
 def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
-    """A clear ``OSError`` for a failed write of ``path``: it names the path and says when the disk is full.
+    """A clear ``OSError`` for a failed write of ``path``: it names the path, the cause and the fix.
 
-    ``err`` may be an ``OSError`` (``errno.ENOSPC`` / ``EDQUOT``: disk full or over quota) or the error a
-    library raised around it (safetensors' ``SafetensorError``, torch.save's ``RuntimeError`` from
-    ``inline_container.cc``). The result keeps ``errno`` (no ``filename``: ``str()`` is the message alone).
+    ``err`` is an ``OSError`` (disk full or over quota, a read-only file system, no permission) or the error a
+    library raised around one (safetensors' ``SafetensorError``). The result keeps ``errno`` (``ENOSPC`` for a
+    full disk) and has no ``filename``: ``str()`` is the message alone, without the temporary's name.
     """
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
     code = getattr(err, "errno", None)
-    full = code in _DISK_FULL or any(s in str(err) for s in ("No space left", "StorageFull", "Disk quota",
-                                                              "os error 28", "code: 28"))
-    if full:
-        message = (f"could not write {path}: the disk is full (no space left on device); free some space and run "
-                   f"again (nothing was written to {path}).")
+    text = (getattr(err, "strerror", None) or str(err).splitlines()[0]) if str(err) else type(err).__name__
+    if code in _DISK_FULL or any(s in str(err) for s in ("No space left", "StorageFull", "Disk quota",
+                                                         "os error 28", "code: 28")):
+        code, cause = code or errno.ENOSPC, "the disk is full (no space left on device); free some space and run again"
+    elif code == errno.EROFS:
+        cause = "the file system is read-only; choose a folder on a writable disk"
+    elif code in (errno.EACCES, errno.EPERM):
+        cause = "permission denied; choose a folder you can write to"
     else:
-        message = f"could not write {path} (disk full or not writable?): {text}"
-    failure = OSError(message)
-    failure.errno = errno.ENOSPC if full and code is None else code
+        cause = text
+    failure = OSError(f"could not write {path}: {cause} (nothing was written to {path}).")
+    failure.errno = code
     return failure
 
 
@@ -126,7 +131,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if getattr(err, "errno", None) in _DISK_FULL:
+        if getattr(err, "errno", None) in _NOT_WRITABLE:
             raise write_failure(path, err) from err
         raise
     except BaseException:
@@ -190,14 +195,13 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically (checkpoints survive a kill mid-write).
 
-    torch.save reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc:...]``; it becomes
-    an ``OSError`` naming ``path`` (:func:`write_failure`).
+    The object is serialised in memory first: torch.save writing to a full disk reports only ``[enforce fail at
+    inline_container.cc]``, a plain write reports ``ENOSPC`` and becomes :func:`write_failure`'s clear message.
     """
     def write(tmp: Path) -> None:
-        try:
-            torch.save(obj, tmp)
-        except RuntimeError as err:
-            raise write_failure(path, err) from err
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        tmp.write_bytes(buffer.getbuffer())
 
     return atomic_write(path, write)
 
@@ -254,6 +258,35 @@ def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
     return atomic_write(path, write)
 
 
+def open_run_folder(path: str | os.PathLike) -> Path:
+    """Create the run folder ``path`` (and its parents), or check that the existing folder is one; returns it.
+
+    Refused with an error naming the folder and the fix: a file, a place that cannot be written (read-only, no
+    permission: :func:`write_failure`), and a non-empty folder that is not a run folder, i.e. holds neither a
+    ``config.json`` (a command's) nor a ``study_*.json`` (a study's), hidden entries aside: a run never mixes its
+    files into a folder of other files.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a run folder; choose another --out folder.")
+    if path.is_dir():
+        foreign = sorted(e.name for e in path.iterdir() if not e.name.startswith("."))
+        if foreign and not (path / "config.json").is_file() and not any(path.glob("study_*.json")):
+            raise ValueError(f"{path} is not empty and is not a classanchor run folder (no config.json; it holds "
+                             f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another --out "
+                             "folder or empty this one.")
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_failure(path, err) from err
+    return path
+
+
+#: Config fields that say where the run folder is, not what it holds: reopening it by another path is the same run.
+_PLACE = ("out",)
+
+
 @dataclasses.dataclass
 class RunFolder:
     """A folder holding one run: ``config.json`` (config + library version + git commit) and results."""
@@ -262,23 +295,24 @@ class RunFolder:
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: Any) -> "RunFolder":
-        """Create (or reopen) the folder and write its ``config.json``.
+        """Create (or reopen) the folder (:func:`open_run_folder`) and write its ``config.json``.
 
-        Reopening with a different config raises, so a resumed run can never mix two settings.
+        Reopening with a different config (other than :data:`_PLACE`) raises, naming the fields that differ, so a
+        resumed run can never mix two settings.
         """
-        folder = cls(Path(path))
-        folder.path.mkdir(parents=True, exist_ok=True)
+        folder = cls(open_run_folder(path))
         record = {"config": _jsonable(config), "classanchor_version": __version__, "git_commit": git_commit(),
                   "torch_version": torch.__version__}
         config_path = folder.path / "config.json"
         if config_path.exists():
             old = read_json(config_path)
-            if old.get("config") != record["config"]:
-                before = old.get("config") if isinstance(old.get("config"), dict) else {}
-                differ = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in record["config"].items()
-                          if before.get(key) != value]
-                differ += [f"{key}: {value!r} there, absent now" for key, value in before.items()
-                           if key not in record["config"]]
+            before = old.get("config") if isinstance(old.get("config"), dict) else {}
+            now = record["config"]  # a dataclass: a dict of fields
+            differ = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in now.items()
+                      if before.get(key) != value and key not in _PLACE]
+            differ += [f"{key}: {value!r} there, absent now" for key, value in before.items()
+                       if key not in now and key not in _PLACE]
+            if differ:
                 raise ValueError(
                     f"{config_path} holds a different config than this run ({'; '.join(differ[:4])}); use a new "
                     "--out folder, the same settings, or delete the old folder to start over."

@@ -93,6 +93,10 @@ def get_method(
     else:
         weights = LOSS_VARIANTS[name]
         method = Method(name, tuplet_weight=weights.tuplet, anchor_weight=weights.anchor)
+    for label, value in (("anchor_magnitude (the paper's alpha)", anchor_magnitude),
+                         ("anchor_weight (the paper's lambda)", anchor_weight)):
+        if value is not None and not 0 < float(value) < float("inf"):  # nan fails too
+            raise ValueError(f"{label} must be a finite number > 0, got {value}.")
     if anchor_magnitude is not None:
         method = replace(method, anchor_magnitude=float(anchor_magnitude))
     if anchor_weight is not None:

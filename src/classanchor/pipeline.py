@@ -44,7 +44,7 @@ from .network import CACNet
 from .recipes import Recipe
 from .train import TrainResult, resolve_precision, train
 
-__all__ = ["ACCEPT_RATE", "FitResult", "OpenSetModel", "backbone_kwargs_for", "fit_open_set", "resolve_device"]
+__all__ = ["ACCEPT_RATE", "FitResult", "OpenSetModel", "backbone_for", "fit_open_set", "resolve_device"]
 
 #: Share of the known validation images the calibrated threshold accepts, unless the caller says otherwise.
 ACCEPT_RATE = 0.95
@@ -152,12 +152,16 @@ class FitResult:
     seconds: dict = field(default_factory=dict)
 
 
-def backbone_kwargs_for(backbone: str, recipe: Recipe, given: dict | None) -> dict:
-    """The recipe's dropout goes to classifier32 only (other backbones do not take it) unless given."""
+def backbone_for(recipe: Recipe, backbone: str | None, given: dict | None) -> tuple[str, dict]:
+    """(name, keyword arguments) of the network to build: ``backbone`` with the ``given`` arguments, or the
+    recipe's own (``recipe.backbone`` and its ``backbone_kwargs``, ``given`` on top) when ``backbone`` is None.
+    classifier32 gets the recipe's dropout unless given (other backbones do not take it)."""
     kwargs = dict(given or {})
+    if backbone is None:
+        backbone, kwargs = recipe.backbone, {**dict(recipe.backbone_kwargs), **kwargs}
     if backbone == "classifier32":
         kwargs.setdefault("dropout", recipe.dropout)
-    return kwargs
+    return backbone, kwargs
 
 
 def _calibrate(val_scores: torch.Tensor, accept_rate: float, threshold: float | None) -> tuple[float, dict]:
@@ -174,7 +178,7 @@ def _calibrate(val_scores: torch.Tensor, accept_rate: float, threshold: float | 
 
 
 def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_names=None,
-                 backbone: str = "classifier32", backbone_kwargs: dict | None = None,
+                 backbone: str | None = None, backbone_kwargs: dict | None = None,
                  device: torch.device | str = "cpu", seed: int = 0, precision: str = "auto",
                  compile: bool = False, state_path: str | Path | None = None, accept_rate: float = ACCEPT_RATE,
                  threshold: float | None = None, eval_batch_size: int = 1000, channels_last: bool | None = None,
@@ -187,7 +191,7 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
         recipe: schedule, batch size, augmentation, input size, dropout, anchor fit on mirrored images.
         method: training loss and checkpoint rule; its ``detector`` is the open-set score.
         class_names: K names (default: ``train_set.class_names``).
-        backbone, backbone_kwargs: ``models.registry`` name and arguments (classifier32 gets the recipe's dropout).
+        backbone, backbone_kwargs: ``models.registry`` name and arguments; None: the recipe's (:func:`backbone_for`).
         device, seed: where to train; seed of the initial weights and the augmentation.
         precision: ``auto``, ``float32`` or ``bf16`` for training (:func:`classanchor.train.resolve_precision`).
         state_path: resumable training state (a killed run continues from its last epoch).
@@ -202,7 +206,7 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
     preprocessing = Preprocessing.fit(train_set.images, recipe.image_size)
     augment = AugmentSpec(size=recipe.image_size, scale_min=recipe.scale_min, flip_p=recipe.flip_p,
                           rotation_deg=recipe.rotation_deg, mean=preprocessing.mean, std=preprocessing.std)
-    kwargs = backbone_kwargs_for(backbone, recipe, backbone_kwargs)
+    backbone, kwargs = backbone_for(recipe, backbone, backbone_kwargs)
     torch.manual_seed(seed)  # the same initial weights for every method given the same seed
     net = CACNet(build_backbone(backbone, k, preprocessing.channels, recipe.image_size, **kwargs), k,
                  method.anchor_magnitude)

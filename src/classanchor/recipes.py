@@ -43,6 +43,8 @@ class Recipe:
         dropout: Dropout2d probability of classifier32 (paper Table 4).
         flip_anchor_fit: also pass mirrored training images when re-fitting anchors (all but MNIST/SVHN).
         label_smoothing: cross-entropy baseline only (0 in the paper).
+        backbone, backbone_kwargs: the network (``classanchor.models.registry`` name and arguments) used when a
+            command does not name one (``--backbone``): classifier32 for ``paper``, resnet9 for ``fast``.
     """
 
     dataset: str
@@ -59,6 +61,8 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = False
     label_smoothing: float = 0.0
+    backbone: str = "classifier32"
+    backbone_kwargs: tuple[tuple[str, object], ...] = ()
 
     @property
     def total_epochs(self) -> int:

@@ -11,6 +11,8 @@ Three studies, each a list of (training job, open-set detector) pairs evaluated 
 Every network is trained by :func:`classanchor.benchmark.run_job` into the benchmark's layout
 (``out/trial{t}/{job}/``), so a study pointed at a benchmark's run folder reuses its networks, and a job
 (method, dataset, trial, hyperparameters) is trained at most once per folder whichever study asks for it.
+The missing networks are trained first, all together on the study's executor
+(:func:`classanchor.benchmark.train_missing`: in this process, on Ray, or under torchrun).
 Scores are computed afterwards from each job's ``logits.npz`` (:func:`classanchor.evaluate.open_set_evaluation`);
 the threshold is calibrated on the known validation logits.
 
@@ -39,13 +41,14 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .benchmark import PUBLISHED, job_name, run_job
-from .data.splits import OpenSetData, build_trial, get_benchmark, get_trial
+from . import distributed
+from .benchmark import PUBLISHED, job_dir, job_name, train_missing
+from .data.splits import get_benchmark
 from .detectors import make_detector
 from .evaluate import DETECTOR_DEFAULTS, METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
-from .io import git_commit, read_json, write_json, write_text
+from .io import git_commit, open_run_folder, read_json, write_json, write_text
 from .methods import Method, get_method
-from .pipeline import ACCEPT_RATE, resolve_device
+from .pipeline import ACCEPT_RATE
 from .recipes import Recipe, get_recipe
 
 __all__ = [
@@ -106,7 +109,7 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
-    backbone: str = "classifier32"
+    backbone: str | None = None  # None: the recipe's
     backbone_kwargs: dict = field(default_factory=dict)
     precision: str = "auto"
     eval_batch_size: int = 1000
@@ -180,8 +183,7 @@ def _check_training(folder: Path, training: dict) -> None:
 
 def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
     """Check the training settings, then write (or extend) ``study_<name>.json``; returns the folder."""
-    folder = Path(config.out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = open_run_folder(config.out)
     training = config.training()
     _check_training(folder, training)
     record_path = folder / f"study_{name}.json"
@@ -193,41 +195,17 @@ def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
     return folder
 
 
-class _Jobs:
-    """Trains (or reopens) the jobs of one trial; the trial's data is read only when a job must be trained."""
-
-    def __init__(self, config: StudyConfig, folder: Path, recipe: Recipe, progress: bool) -> None:
-        self.config, self.folder, self.recipe, self.progress = config, folder, recipe, progress
-        self.device = resolve_device(config.device)
-        self._data: tuple[int, OpenSetData] | None = None
-
-    def data(self, trial: int) -> OpenSetData:
-        if self._data is None or self._data[0] != trial:
-            self._data = None  # free the previous trial's images first
-            dataset = get_benchmark(self.config.dataset).name
-            self._data = (trial, build_trial(get_trial(dataset, trial), self.config.data_root,
-                                             seed=self.config.seed, progress=self.progress))
-        return self._data[1]
-
-    def run(self, trial: int, method: Method) -> tuple[dict, Path]:
-        """The job's ``result.json`` contents and folder, training it first when it has no result."""
-        job_dir = self.folder / f"trial{trial}" / job_name(method)
-        if not (job_dir / "result.json").exists():
-            run_job(self.data(trial), self.recipe, method, job_dir, device=self.device, seed=self.config.seed,
-                    backbone=self.config.backbone, backbone_kwargs=self.config.backbone_kwargs,
-                    precision=self.config.precision, compile=self.config.compile,
-                    eval_batch_size=self.config.eval_batch_size, progress=self.progress)
-        result = read_json(job_dir / "result.json")
-        expected = {"dataset": self.config.training()["dataset"], "trial": trial, "epochs": self.recipe.total_epochs,
-                    "anchor_magnitude": method.anchor_magnitude, "anchor_weight": method.anchor_weight}
-        wrong = [f"{k}={result.get(k)!r} (expected {v!r})" for k, v in expected.items() if result.get(k) != v]
-        if wrong:
-            raise ValueError(f"{job_dir / 'result.json'} does not belong to this study: {', '.join(wrong)}; "
-                             "use another --out folder or delete that job folder.")
-        return result, job_dir
-
-    def clear(self) -> None:
-        self._data = None
+def _job_result(config: StudyConfig, recipe: Recipe, folder: Path, trial: int, method: Method) -> tuple[dict, Path]:
+    """A trained job's ``result.json`` contents and folder; refused when it was trained for something else."""
+    folder = job_dir(folder, trial, method)
+    result = read_json(folder / "result.json")
+    expected = {"dataset": config.training()["dataset"], "trial": trial, "epochs": recipe.total_epochs,
+                "anchor_magnitude": method.anchor_magnitude, "anchor_weight": method.anchor_weight}
+    wrong = [f"{k}={result.get(k)!r} (expected {v!r})" for k, v in expected.items() if result.get(k) != v]
+    if wrong:
+        raise ValueError(f"{folder / 'result.json'} does not belong to this study: {', '.join(wrong)}; "
+                         "use another --out folder or delete that job folder.")
+    return result, folder
 
 
 def _evaluate(logits, detector: str, accept_rate: float, result: dict) -> dict:
@@ -253,7 +231,7 @@ def _evaluate(logits, detector: str, accept_rate: float, result: dict) -> dict:
 
 
 def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], parameters: dict | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, executor=None) -> dict | None:
     """Train what is missing, evaluate every entry on every trial, write ``<name>.json`` and the confusions.
 
     Args:
@@ -261,7 +239,8 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
         name: the study's name (file names in the run folder).
         entries: (method, detector) rows; a method shared by several rows is trained once per trial.
         parameters: the study's own settings, recorded in ``study_<name>.json``.
-    Returns:
+        executor: runs the missing trainings (:func:`classanchor.executors.make_executor`; default in-process).
+    Returns (``None`` on a torchrun rank other than 0, which only trains):
         ``{"study", "dataset", "recipe", "total_epochs", "paper_epochs", "accept_rate", "trials", "entries",
         "per_trial": [row, ...], "summary": [row, ...], "seconds"}``; a per-trial row holds ``trial``,
         ``job``, ``method``, ``detector``, ``anchor_magnitude``, ``anchor_weight``, ``train_seconds`` and the
@@ -276,13 +255,16 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
     dataset = config.training()["dataset"]
     full = get_recipe(dataset, config.recipe)
     recipe = full.scaled(config.epochs_scale)
-    folder = _open_folder(config, name, parameters or {})
-    jobs = _Jobs(config, folder, recipe, progress)
     methods = list(dict.fromkeys(e.method for e in entries))
+    folder = _open_folder(config, name, parameters or {}) if distributed.is_main() else Path(config.out)
+    train_missing(config, dataset, recipe, [(t, m) for t in config.trials for m in methods], folder, executor,
+                  progress)
+    if not distributed.is_main():
+        return None
     rows = []
     for trial in config.trials:
         confusion: dict = {}
-        results = {m: jobs.run(trial, m) for m in methods}  # train first, then score
+        results = {m: _job_result(config, recipe, folder, trial, m) for m in methods}
         for method in methods:
             result, job_dir = results[method]
             logits = load_logits(job_dir / "logits.npz")
@@ -302,7 +284,6 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
                     "note": "rows: unknown classes (ids ascending, names in unknown_names order); columns: known "
                             "classes; counts of unknown test images accepted at the threshold, by predicted class",
                     "entries": confusion})
-    jobs.clear()
     summary = []
     for entry in entries:
         reports = [r for r in rows if r["job"] == entry.job and r["detector"] == entry.detector]
@@ -420,8 +401,11 @@ def _runtime_line(output: dict) -> str:
 
 
 def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None = None,
-                progress: bool = True) -> tuple[dict, str]:
+                progress: bool = True, executor=None) -> tuple[dict | None, str]:
     """The methods comparison (paper Table 2 and Section 5.1); writes ``compare.json`` and ``compare.md``.
+
+    Each study function returns ``(output, table)`` (``(None, "")`` on a torchrun rank other than 0);
+    ``executor`` trains the missing networks (:func:`run_study`).
 
     Args:
         detectors: {training method: detectors to score its network with}; default :data:`COMPARE_DETECTORS`
@@ -430,7 +414,9 @@ def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None 
     """
     detectors = {k: tuple(v) for k, v in (COMPARE_DETECTORS if detectors is None else detectors).items()}
     entries = compare_entries(detectors)
-    output = run_study(config, "compare", entries, {"detectors": detectors}, progress)
+    output = run_study(config, "compare", entries, {"detectors": detectors}, progress, executor)
+    if output is None:
+        return None, ""
     table = format_study_table(output, "methods comparison (Table 2, Section 5.1)")
     first = entries[0].key
     table += "\n".join(_confusion_lines(Path(config.out), "compare", output, first)) + _runtime_line(output)
@@ -438,13 +424,15 @@ def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None 
 
 
 def run_ablation(config: StudyConfig, methods: Sequence[str] = ABLATION_METHODS,
-                 progress: bool = True) -> tuple[dict, str]:
+                 progress: bool = True, executor=None) -> tuple[dict | None, str]:
     """The loss ablation (paper Fig. 3): CAC vs anchor loss only vs tuplet loss only, each scored by Eq. 11.
 
     Writes ``ablation.json`` and ``ablation.md``; trains the variants missing from the folder.
     """
     entries = ablation_entries(methods)
-    output = run_study(config, "ablation", entries, {"methods": list(methods)}, progress)
+    output = run_study(config, "ablation", entries, {"methods": list(methods)}, progress, executor)
+    if output is None:
+        return None, ""
     labels = {"cac/cac": "CAC (Eq. 8)", "anchor/cac": "anchor loss only (Eq. 6)",
               "tuplet/cac": "tuplet loss only (Eq. 7)", "ce/msp": "cross-entropy / MSP"}
     table = format_study_table(output, "loss ablation (Fig. 3)", labels) + _runtime_line(output)
@@ -452,7 +440,8 @@ def run_ablation(config: StudyConfig, methods: Sequence[str] = ABLATION_METHODS,
 
 
 def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDES,
-              weights: Sequence[float] = SWEEP_WEIGHTS, progress: bool = True) -> tuple[dict, str]:
+              weights: Sequence[float] = SWEEP_WEIGHTS, progress: bool = True,
+              executor=None) -> tuple[dict | None, str]:
     """The hyperparameter sweep (paper Fig. 2): one CAC network per (alpha, lambda) cell and trial.
 
     Writes ``sweep.json`` and ``sweep.md`` (AUROC and accuracy grids, then every metric per cell).
@@ -461,7 +450,9 @@ def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDE
     weights = tuple(float(w) for w in weights)
     entries = sweep_entries(magnitudes, weights)
     output = run_study(config, "sweep", entries, {"magnitudes": list(magnitudes), "weights": list(weights)},
-                       progress)
+                       progress, executor)
+    if output is None:
+        return None, ""
     labels = {e.key: f"α={e.method.anchor_magnitude:g}, λ={e.method.anchor_weight:g}" for e in entries}
     table = format_study_table(output, "anchor magnitude x anchor weight sweep (Fig. 2)", labels)
     grids = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import pickle
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .io import save_torch
 from .methods import BatchLoss, Method
 from .network import CACNet
@@ -227,29 +229,32 @@ def _compiled_or_eager(net: CACNet, sample: torch.Tensor, enabled: bool) -> Call
         net.train(was_training)
 
 
-def prepare_network(net: CACNet, config: TrainConfig, device: torch.device | str,
-                    sample: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def prepare_network(net: CACNet, config: TrainConfig, device: torch.device | str, sample: torch.Tensor,
+                    wrap: Callable[[CACNet], torch.nn.Module] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Move ``net`` to ``device`` in the configured memory format; returns the forward function to call
-    (``torch.compile(net)`` when ``config.compile`` and it works on ``sample``, else ``net`` itself)."""
+    (``torch.compile(net)`` when ``config.compile`` and it works on ``sample``, else ``net`` itself), of
+    ``wrap(net)`` when given (e.g. :func:`classanchor.distributed.data_parallel`)."""
     device = torch.device(device)
     net.to(device)
     channels_last = use_channels_last(config.channels_last, device)
     net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return _compiled_or_eager(net, to_memory_format(sample, channels_last), config.compile)
+    return _compiled_or_eager(net if wrap is None else wrap(net), to_memory_format(sample, channels_last),
+                              config.compile)
 
 
 def train_step(net: CACNet, forward: Callable[[torch.Tensor], torch.Tensor], method: Method,
                optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, device: torch.device,
-               amp: bool, channels_last: bool, scheduler=None) -> BatchLoss:
+               amp: bool, channels_last: bool, scheduler=None, loss_scale: float = 1.0) -> BatchLoss:
     """One optimisation step on a batch x (B, C, H, W), y (B,) already on ``device``; returns the
-    :class:`~classanchor.methods.BatchLoss` (tensors on the device: no host sync here)."""
+    :class:`~classanchor.methods.BatchLoss` (tensors on the device: no host sync here). The mean loss is
+    back-propagated times ``loss_scale`` (:class:`classanchor.distributed.ShardedLoader`: a rank's share)."""
     x = to_memory_format(x, channels_last)
     with autocast_for(device, amp):
         logits = forward(x)
     logits = logits.float()
     batch = method.batch_loss(logits, net.head(logits), y)
     optimizer.zero_grad(set_to_none=True)
-    batch.loss.backward()
+    (batch.loss * loss_scale if loss_scale != 1.0 else batch.loss).backward()
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -277,14 +282,23 @@ def validate(net: CACNet, forward, method: Method, loader: Iterable, device: tor
 
 def _load_state(path: Path, device: torch.device) -> dict:
     """The resume state at ``path``, read with ``weights_only=True``: tensors, numbers, strings and containers
-    only, so a crafted state.pt in a shared or downloaded run folder cannot run code."""
+    only, so a crafted state.pt in a shared or downloaded run folder cannot run code. It must have been written
+    by as many processes as train now (a torchrun run resumes with the same ``--nproc-per-node``)."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
-        raise ValueError(f"{path} is not a readable classanchor resume state ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}); delete it to train this job from the start.") from None
+        first = str(err).splitlines()[0].split(". ")[0][:200] if str(err) else ""
+        why = ("truncated, corrupt, or holding objects other than tensors and numbers, which are never loaded"
+               if isinstance(err, pickle.UnpicklingError) else f"{type(err).__name__}: {first}")
+        raise ValueError(f"{path} is not a readable classanchor resume state ({why}); delete it to train this job "
+                         "from the start.") from None
     if not isinstance(state, dict) or not {"model", "stage", "epoch", "result"} <= set(state):
         raise ValueError(f"{path} is not a classanchor resume state; delete it to train this job from the start.")
+    written, now = state.get("world_size", 1), distributed.world_size()
+    if written != now:
+        raise ValueError(f"{path} was written by a run on {written} process(es), this one has {now}; resume with "
+                         f"torchrun --nproc-per-node {written} (1: without torchrun), or delete it to train this job "
+                         "from the start.")
     return state
 
 
@@ -313,8 +327,9 @@ def train(
         train_loader, val_loader: iterables of ``(x, y)`` batches already on ``device`` with labels in
             0..K-1 (e.g. :class:`classanchor.data.loader.DeviceLoader`); ``len()`` gives batches per epoch.
             If the train loader has ``state_dict``/``load_state_dict``, its data order is resumable.
+            Under torchrun each rank trains on its slice of every batch (:mod:`classanchor.distributed`).
         config: stages and optimizer settings.
-        state_path: file for the resumable state; if it exists, training continues from it.
+        state_path: file for the resumable state; if it exists, training continues from it (rank 0 writes it).
         progress: show a progress bar (images/s and ETA) per stage.
         on_epoch_end: called as ``on_epoch_end(net, record)`` after each epoch's validation, with the weights
             of that epoch and its history record (e.g. to save a snapshot per epoch; must not change ``net``).
@@ -325,6 +340,9 @@ def train(
     net.to(device)
     channels_last = use_channels_last(config.channels_last, device)
     amp = resolve_precision(config.precision, device) == "bf16"
+    parallel = distributed.world_size() > 1
+    if parallel:
+        train_loader = distributed.ShardedLoader(train_loader)
     state_path = Path(state_path) if state_path is not None else None
     state = _load_state(state_path, device) if state_path and state_path.exists() else None
     result = TrainResult()
@@ -345,7 +363,8 @@ def train(
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batch (fewer images than one batch with drop_last?); "
                          "add training images or lower the batch size.")
-    forward = prepare_network(net, config, device, next(iter(val_loader))[0])
+    forward = prepare_network(net, config, device, next(iter(val_loader))[0],
+                              wrap=distributed.data_parallel if parallel else None)
 
     for stage_index in range(start_stage, len(config.stages)):
         stage = config.stages[stage_index]
@@ -370,7 +389,8 @@ def train(
             for step, (x, y) in enumerate(train_loader):
                 lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (a Python float: no sync)
                 batch = train_step(net, forward, method, optimizer, x, y, device=device, amp=amp,
-                                   channels_last=channels_last, scheduler=scheduler)
+                                   channels_last=channels_last, scheduler=scheduler,
+                                   loss_scale=train_loader.loss_scale if parallel else 1.0)
                 loss_sum, correct = loss_sum + batch.loss_sum, correct + batch.correct
                 seen += y.shape[0]
                 bar.update(1)
@@ -385,6 +405,9 @@ def train(
                     f"the {method.name} loss became non-finite during stage {stage_index + 1}, epoch {epoch + 1}; "
                     f"lower the learning rate (now {stage.lr:g}) or check the input data."
                 )
+            if parallel:  # the epoch's sums over every rank's shard
+                loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)
+                seen = int(seen)
             train_seconds = time.perf_counter() - epoch_start
             record = {"stage": stage_index + 1, "epoch": len(result.history) + 1,
                       "lr": lr,  # of the epoch's last step
@@ -402,7 +425,7 @@ def train(
                 on_epoch_end(net, record)
             bar.set_postfix(epoch=f"{epoch + 1}/{stage.epochs}", loss=f"{record['train_loss']:.3f}",
                             val_acc=f"{record['val_accuracy']:.4f}", img_s=f"{record['train_images_per_s']:.0f}")
-            if state_path is not None:
+            if state_path is not None and distributed.is_main():
                 last = epoch + 1 == stage.epochs
                 save_torch(state_path, {
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -412,9 +435,11 @@ def train(
                     "result": result.__dict__, "loader": _loader_state(train_loader),
                     "rng_cpu": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "world_size": distributed.world_size(),
                 })
         bar.close()
         state = None
     if best_state is not None:
         net.load_state_dict(best_state)
+    distributed.plain_batch_norm(net)
     return result

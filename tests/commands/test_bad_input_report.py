@@ -14,7 +14,10 @@ import pytest
 
 from classanchor.cli import main
 
+from ..test_io import dot_entries, fill, small_disk
 from ..test_report import write_job
+from .conftest import check_refusal, snapshot
+from .test_bad_input_benchmark import Marker
 
 
 def finished_run(root: Path) -> Path:
@@ -40,13 +43,18 @@ def setup(tmp: Path, case: str) -> dict[str, str]:
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"config": {"dataset": "MNIST"}}))
         (run / "trial0" / "cac").mkdir(parents=True)  # a job that has not finished: no result.json
-    elif case in ("truncated_logits", "truncated_logits_old_report", "corrupt_result", "valid"):
+    elif case in ("truncated_logits", "truncated_logits_old_report", "corrupt_result", "pickled_logits", "valid"):
         finished_run(tmp)
         if case == "truncated_logits_old_report":
             assert main(["report", str(run)]) == 0
         if case.startswith("truncated_logits"):
             npz = run / "trial0" / "ce" / "logits.npz"
             npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+        if case == "pickled_logits":  # a crafted logits.npz whose object array would run code if unpickled
+            with np.load(run / "trial0" / "ce" / "logits.npz") as arrays:
+                crafted = dict(arrays)
+            crafted["test"] = np.array([Marker(tmp / "code_ran")], dtype=object)
+            np.savez(run / "trial0" / "ce" / "logits.npz", **crafted)
         if case == "corrupt_result":
             (run / "trial0" / "ce" / "result.json").write_text('{"trial": 0, "accur')
     (tmp / "afile").write_text("x")
@@ -60,14 +68,18 @@ ROWS = [  # (case, argv after "report", exit code, words on stderr)
     ("truncated_logits", ["RUN"], 2, ["logits.npz", "result.json", "truncated"]),
     ("truncated_logits_old_report", ["RUN"], 2, ["logits.npz", "result.json"]),
     ("corrupt_result", ["RUN"], 2, ["result.json", "not valid JSON"]),
+    ("pickled_logits", ["RUN"], 2, ["logits.npz", "cannot be read", "allow_pickle=False"]),
+    ("valid", ["RUN", "--out", "READONLY/report"], 2, ["readonly/report", "read-only", "writable"]),
     ("valid", ["RUN", "--out", "AFILE"], 2, ["afile", "is a file"]),
     ("valid", ["RUN"], 0, []),
 ]
 
 
 @pytest.mark.parametrize("case, argv, code, words", ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(ROWS)])
-def test_bad_input(tmp_path, capsys, case, argv, code, words):
+def test_bad_input(tmp_path, capsys, request, case, argv, code, words):
     names = setup(tmp_path, case)
+    if "READONLY/report" in argv:
+        names["READONLY/report"] = str(request.getfixturevalue("read_only") / "report")
     run = tmp_path / "run"
     before = (run / "report" / "index.html").read_text() if (run / "report" / "index.html").exists() else None
     capsys.readouterr()
@@ -86,6 +98,22 @@ def test_bad_input(tmp_path, capsys, case, argv, code, words):
             assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     else:
         assert (run / "report" / "index.html").exists() and "Report written to" in out
+    assert not (tmp_path / "code_ran").exists()
+
+
+def test_a_full_disk_keeps_the_earlier_report_and_the_next_run_writes_it(tmp_path, capsys):
+    with small_disk(tmp_path) as disk:
+        run = finished_run(disk)
+        assert main(["report", str(run)]) == 0
+        before = snapshot(run / "report")
+        filler = fill(disk)
+        capsys.readouterr()
+        assert main(["report", str(run)]) == 2
+        out, err = capsys.readouterr()
+        check_refusal("report", 2, out, err, [f"could not write {run / 'report'}: the disk is full"])
+        assert snapshot(run / "report") == before and dot_entries(run) == []
+        filler.unlink()
+        assert main(["report", str(run)]) == 0 and (run / "report" / "index.html").is_file()
 
 
 def test_no_traceback_end_to_end(tmp_path):

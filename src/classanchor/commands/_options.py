@@ -10,8 +10,8 @@ import argparse
 import json
 import math
 
-__all__ = ["add_device", "add_model_training", "add_precision", "add_progress", "add_run_options",
-           "default_out", "finite_float", "json_object", "names", "positive_int", "trial_list"]
+__all__ = ["add_device", "add_executor", "add_model_training", "add_precision", "add_progress", "add_run_options",
+           "default_out", "executor_from", "finite_float", "json_object", "names", "positive_int", "trial_list"]
 
 PRECISION_CHOICES = ("auto", "float32", "bf16")  # classanchor.train.PRECISIONS (checked by the tests)
 
@@ -41,6 +41,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def gpu_share(text: str) -> float:
+    """A number of GPUs >= 0; fractions (0.5) let Ray put several jobs on one GPU."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -93,9 +101,10 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 def add_model_training(parser: argparse.ArgumentParser) -> None:
     """--backbone, --backbone-kwargs, --seed, --precision, --device: how any command trains a network."""
-    parser.add_argument("--backbone", default="classifier32",
-                        help="classifier32 (default, the paper's network), mlp, small_cnn, torchvision:<name>, "
-                             "timm:<name>")
+    parser.add_argument("--backbone", default=None,
+                        help="classifier32 (the paper's network), resnet9 (small residual net for CPUs), mlp, "
+                             "small_cnn, torchvision:<name>, timm:<name>; default: the recipe's (paper: "
+                             "classifier32, fast: resnet9)")
     parser.add_argument("--backbone-kwargs", type=json_object, default={},
                         help="JSON object of backbone keyword arguments, e.g. '{\"dropout\": 0.3}'")
     parser.add_argument("--seed", type=int, default=0)
@@ -103,8 +112,28 @@ def add_model_training(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
 
 
+def add_executor(parser: argparse.ArgumentParser) -> None:
+    """--executor and its Ray options (docs/scale.md)."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where the trainings run: local (one after another in this process, default) or ray "
+                             "(one Ray task per job; pip install 'classanchor[ray]')")
+    parser.add_argument("--ray-address", help="a running Ray cluster, e.g. head-node:6379 (default: start Ray on "
+                                              "this machine); the run folder must be on storage every node shares")
+    parser.add_argument("--cpus-per-job", type=positive_int, help="CPUs each Ray task asks for (default 1)")
+    parser.add_argument("--gpus-per-job", type=gpu_share, help="GPUs each Ray task asks for (default 0; 0.5 "
+                                                               "shares a GPU between two jobs)")
+
+
+def executor_from(args: argparse.Namespace):
+    """The executor the --executor options ask for (:func:`classanchor.executors.make_executor`)."""
+    from ..executors import make_executor
+
+    return make_executor(args.executor, address=args.ray_address, cpus_per_job=args.cpus_per_job,
+                         gpus_per_job=args.gpus_per_job)
+
+
 def add_run_options(parser: argparse.ArgumentParser, trials: str, out_help: str) -> None:
-    """The options of the benchmark and the studies: data, trials, recipe, training, run folder."""
+    """The options of the benchmark and the studies: data, trials, recipe, training, run folder, executor."""
     parser.add_argument("dataset", help="MNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet")
     parser.add_argument("--data-root", required=True, help="folder with the dataset files (see docs/datasets.md)")
     parser.add_argument("--trials", type=trial_list, default=trial_list(trials),
@@ -116,3 +145,4 @@ def add_run_options(parser: argparse.ArgumentParser, trials: str, out_help: str)
     parser.add_argument("--compile", action="store_true", help="use torch.compile (falls back if unsupported)")
     parser.add_argument("--out", help=out_help)
     add_progress(parser)
+    add_executor(parser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_progress, add_run_options, default_out, positive_int
+from ._options import add_progress, add_run_options, default_out, executor_from, positive_int
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -30,7 +30,9 @@ def _benchmark(args: argparse.Namespace) -> int:
                              compile=args.compile, anchor_magnitude=args.anchor_magnitude,
                              anchor_weight=args.anchor_weight, backbone=args.backbone,
                              backbone_kwargs=args.backbone_kwargs, precision=args.precision)
-    _, table = run_benchmark(config, progress=not args.no_progress)
+    _, table = run_benchmark(config, progress=not args.no_progress, executor=executor_from(args))
+    if not table:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(table)
     print(f"Run folder: {out}/  report: {write_report(out)}")
     return 0

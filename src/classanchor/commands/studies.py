@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_run_options, default_out
+from ._options import add_run_options, default_out, executor_from
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -38,6 +38,8 @@ def _config(args: argparse.Namespace):
 
 
 def _finish(config, table: str) -> int:
+    if not table:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(table)
     print(f"Run folder: {config.out}/")
     return 0
@@ -47,7 +49,8 @@ def _compare(args: argparse.Namespace) -> int:
     from ..studies import run_compare
 
     config = _config(args)
-    _, table = run_compare(config, {"cac": args.cac_detectors, "ce": args.ce_detectors}, progress=not args.no_progress)
+    _, table = run_compare(config, {"cac": args.cac_detectors, "ce": args.ce_detectors}, progress=not args.no_progress,
+                           executor=executor_from(args))
     return _finish(config, table)
 
 
@@ -55,7 +58,7 @@ def _ablation(args: argparse.Namespace) -> int:
     from ..studies import run_ablation
 
     config = _config(args)
-    _, table = run_ablation(config, args.methods, progress=not args.no_progress)
+    _, table = run_ablation(config, args.methods, progress=not args.no_progress, executor=executor_from(args))
     return _finish(config, table)
 
 
@@ -63,7 +66,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from ..studies import run_sweep
 
     config = _config(args)
-    _, table = run_sweep(config, args.magnitudes, args.weights, progress=not args.no_progress)
+    _, table = run_sweep(config, args.magnitudes, args.weights, progress=not args.no_progress,
+                         executor=executor_from(args))
     return _finish(config, table)
 
 

@@ -155,7 +155,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--known", help="comma list of known classes (default: every class not in --unknown)")
     train.add_argument("--unknown", help="comma list of classes held out to measure rejection (never trained on)")
     train.add_argument("--epochs", type=positive_int, default=30, help="total epochs, 3/4 at --lr then 1/4 at lr/10 (default 30)")
-    train.add_argument("--image-size", type=int, default=32,
+    train.add_argument("--image-size", type=positive_int, default=32,
                        help="images are stretched to SxS (default 32; classifier32 needs a multiple of 8)")
     train.add_argument("--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: 1 if all images are grey)")
     train.add_argument("--accept-rate", type=float, default=0.95,

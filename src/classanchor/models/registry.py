@@ -7,6 +7,7 @@ on its logits or features.
 Names:
 
 - ``'classifier32'``: the paper's network (32 px, or 64 px for TinyImageNet); ``dropout=`` (default 0.2).
+- ``'resnet9'``: a small residual network for CPUs (the ``fast`` recipes); ``width=`` (default 32).
 - ``'mlp'``: flatten -> Linear(C*S*S, hidden) -> ReLU -> Linear(hidden, K), for tiny images and tests;
   ``hidden=`` (default 128).
 - ``'torchvision:<name>'``: any ``torchvision.models`` network (e.g. ``torchvision:resnet18``), its last Linear
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from classanchor.models.classifier32 import Classifier32
+from classanchor.models.resnet9 import ResNet9
 from classanchor.models.small_cnn import SmallCNN
 
 __all__ = ["MLP", "available_backbones", "build_backbone", "register_backbone"]
@@ -161,12 +163,17 @@ def _build_mlp(name: str, num_classes: int, in_channels: int, image_size: int, *
     return MLP(num_classes, in_channels, image_size, **kw)
 
 
+def _build_resnet9(name: str, num_classes: int, in_channels: int, image_size: int, **kw) -> nn.Module:
+    return ResNet9(num_classes, in_channels, image_size, **kw)
+
+
 def _build_small_cnn(name: str, num_classes: int, in_channels: int, image_size: int, **kw) -> nn.Module:
     return SmallCNN(num_classes, in_channels, image_size, **kw)
 
 
 Factory = Callable[..., nn.Module]
-_REGISTRY: dict[str, Factory] = {"classifier32": _build_classifier32, "mlp": _build_mlp, "small_cnn": _build_small_cnn}
+_REGISTRY: dict[str, Factory] = {"classifier32": _build_classifier32, "mlp": _build_mlp, "resnet9": _build_resnet9,
+                                 "small_cnn": _build_small_cnn}
 _PREFIXES: dict[str, Factory] = {"torchvision": _build_torchvision, "timm": _build_timm}
 
 
