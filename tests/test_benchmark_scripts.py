@@ -31,3 +31,16 @@ def test_speed_script_measures_every_pipeline_and_prints_positive_ratios(capsys)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")][2:]
         assert all(re.fullmatch(r"\d+(\.\d+)?", c) and float(c) > 0 for c in cells), row
+
+
+@pytest.mark.parametrize("run", sorted(p.parent for p in (SCRIPTS.parent / "docs" / "results").glob("*/compare.json")))
+def test_results_tables_agree_with_the_committed_result_files(run):
+    """docs/results.md's tables come from these files: the script's CAC mean is the mean of the jobs' own
+    result.json AUROCs (and the script itself checks every job against compare.json)."""
+    import json
+    import statistics
+
+    table = load_script("results_tables").run_tables(run)
+    aurocs = [json.loads(p.read_text())["auroc"] for p in run.glob("trial*/cac/result.json")]
+    row = next(line for line in table.splitlines() if line.startswith("| CAC"))
+    assert f"{statistics.fmean(aurocs):.4f} ± {statistics.pstdev(aurocs):.4f}" in row

@@ -7,11 +7,12 @@ weight decay, batch 128, augmentation). Where they differ we follow the code:
   for 35 (MNIST) and 25 (SVHN) epochs.
 - The paper says "train until convergence"; the code keeps the epoch with the best validation anchor loss.
 
-``fast``: the same network, data, augmentation, loss and checkpoint rule, trained in ONE stage with a
-one-cycle schedule (linear warm-up to a peak learning rate 5x the paper's, then cosine annealing to ~0),
-Nesterov momentum and weight decay 5e-4, for a fraction of the epochs. Measured on MNIST trial 0 and a
-shortened CIFAR-10 run (docs/speed.md); the epoch counts for the other datasets are scaled by analogy
-(about a fifth of the paper's) and have not been measured.
+``fast``: quality per CPU-second (issue 11). The data, augmentation, loss and checkpoint rule of the paper,
+with the small residual network ``resnet9`` (:mod:`classanchor.models.resnet9`) instead of classifier32, trained
+in ONE stage with a one-cycle schedule (linear warm-up to a peak learning rate 5x the paper's, then cosine
+annealing to ~0), Nesterov momentum and weight decay 5e-4, for a fraction of the epochs. Measured (2 CPU
+threads, float32; docs/results.md): MNIST (width 16, native 28 px, 3 epochs). The CIFAR and TinyImageNet
+epoch counts are first guesses that docs/results.md reports as measured or not.
 """
 
 from __future__ import annotations
@@ -100,17 +101,20 @@ _PAPER = (
     _paper("TinyImageNet", 500, 300, 1e-3, 64, 0.7, 0.5, 20.0, dropout=0.3),
 )
 
-#: Epochs of the ``fast`` recipe per dataset (MNIST measured; the others about a fifth of the paper's).
-FAST_EPOCHS = {"MNIST": 8, "SVHN": 15, "CIFAR10": 40, "CIFAR+10": 40, "CIFAR+50": 40, "TinyImageNet": 150}
+#: Per dataset: epochs, resnet9 width and input side of the ``fast`` recipe (module docstring).
+FAST = {"MNIST": (3, 16, 28), "SVHN": (10, 16, 32), "CIFAR10": (15, 32, 32), "CIFAR+10": (15, 32, 32),
+        "CIFAR+50": (15, 32, 32), "TinyImageNet": (30, 32, 64)}
 FAST_PEAK_LR = 0.05  # 5x the paper's stage-1 rate; reached after FAST_WARMUP of the steps
 FAST_WARMUP = 0.2
 FAST_WEIGHT_DECAY = 5e-4
 
 
 def _fast(paper: Recipe) -> Recipe:
-    stage = Stage(FAST_EPOCHS[paper.dataset], FAST_PEAK_LR, schedule="onecycle", warmup_fraction=FAST_WARMUP)
-    return replace(paper, name="fast", stages=(stage,), nesterov=True,
-                   weight_decay=max(paper.weight_decay, FAST_WEIGHT_DECAY))
+    epochs, width, size = FAST[paper.dataset]
+    stage = Stage(epochs, FAST_PEAK_LR, schedule="onecycle", warmup_fraction=FAST_WARMUP)
+    return replace(paper, name="fast", stages=(stage,), nesterov=True, image_size=size,
+                   weight_decay=max(paper.weight_decay, FAST_WEIGHT_DECAY), backbone="resnet9",
+                   backbone_kwargs=(("width", width),))
 
 
 RECIPES: dict[tuple[str, str], Recipe] = {(r.dataset, r.name): r for r in (*_PAPER, *map(_fast, _PAPER))}

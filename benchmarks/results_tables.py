@@ -1,0 +1,74 @@
+"""The five-trial tables of docs/results.md, rebuilt from the committed result files under docs/results/.
+
+Each folder ``docs/results/<run>/`` holds what a ``classanchor benchmark`` + ``classanchor compare`` run wrote that
+is small: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score of
+every trial: CAC's own, and cross-entropy scored by max softmax and by max logit). This script prints, per run,
+mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
+training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
+equals its ``result.json``::
+
+    .venv/bin/python benchmarks/results_tables.py docs/results/mnist_fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+from classanchor.benchmark import PUBLISHED
+
+#: The rows of the table: (job, detector) as in compare.json, and how the table names them.
+ROWS = (("cac", "cac", "CAC, rejection score (Eq. 11)"), ("ce", "msp", "cross-entropy, max softmax"),
+        ("ce", "max_logit", "cross-entropy, max logit"))
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}" if values else "-"
+
+
+def run_tables(folder: Path) -> str:
+    compare = json.loads((folder / "compare.json").read_text())
+    dataset, trials = compare["dataset"], compare["trials"]
+    results = {(r["trial"], r["job"]): r for r in map(json.loads, map(Path.read_text,
+                                                                       folder.glob("trial*/*/result.json")))}
+    rows = {(r["job"], r["detector"], r["trial"]): r for r in compare["per_trial"]}
+    for (trial, job), result in results.items():  # the table and the jobs' own result.json agree
+        own = rows[(job, result["detector"], trial)]
+        assert math.isclose(own["auroc"], result["auroc"], rel_tol=1e-9), (folder, trial, job)
+        assert math.isclose(own["accuracy"], result["accuracy"], rel_tol=1e-9), (folder, trial, job)
+    published = PUBLISHED.get(dataset, {})
+    lines = [f"{dataset}, recipe `{compare['recipe']}` ({compare['total_epochs']} epochs), trials "
+             f"{', '.join(map(str, trials))}:", "",
+             "| network / score | accuracy | published | AUROC | published |", "|---|---|---|---|---|"]
+    for job, detector, label in ROWS:
+        cells = [rows[(job, detector, t)] for t in trials if (job, detector, t) in rows]
+        pub_acc, pub_auc = published.get(job, (None, None)) if detector in ("cac", "msp") else (None, None)
+        lines.append(f"| {label} | {_mean_std([c['accuracy'] for c in cells])} | {pub_acc or '-'} | "
+                     f"{_mean_std([c['auroc'] for c in cells])} | {pub_auc or '-'} |")
+    lines += ["", "| network / score | " + " | ".join(f"trial {t}" for t in trials) + " |",
+              "|---|" + "---|" * len(trials)]
+    for job, detector, label in ROWS:
+        lines.append(f"| {label} | " + " | ".join(
+            f"{rows[(job, detector, t)]['accuracy']:.4f} / {rows[(job, detector, t)]['auroc']:.4f}"
+            if (job, detector, t) in rows else "-" for t in trials) + " |")
+    lines += ["", "| job | trial | training min | evaluation s | epochs (best) | precision | threads | CPU |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (trial, job), r in sorted(results.items()):
+        lines.append(f"| {job} | {trial} | {r['train_seconds'] / 60:.1f} | {r['eval_seconds']:.0f} | "
+                     f"{r['epochs']} ({r['best_epoch']}) | {r['precision']} | {r['threads']} | {r['cpu']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="folders under docs/results/")
+    for folder in parser.parse_args(argv).runs:
+        print(run_tables(folder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
