@@ -1,8 +1,8 @@
 """The five-trial tables of docs/results.md, rebuilt from the committed result files under docs/results/.
 
-Each folder ``docs/results/<run>/`` holds what a ``classanchor benchmark`` + ``classanchor compare`` run wrote that
-is small: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score of
-every trial: CAC's own, and cross-entropy scored by max softmax and by max logit). This script prints, per run,
+Each folder ``docs/results/<run>/`` holds the small files a ``classanchor benchmark`` + ``classanchor compare``
+run wrote: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score
+of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit). It prints, per run,
 mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
 training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
 equals its ``result.json``::

@@ -33,7 +33,10 @@ def test_speed_script_measures_every_pipeline_and_prints_positive_ratios(capsys)
         assert all(re.fullmatch(r"\d+(\.\d+)?", c) and float(c) > 0 for c in cells), row
 
 
-@pytest.mark.parametrize("run", sorted(p.parent for p in (SCRIPTS.parent / "docs" / "results").glob("*/compare.json")))
+RESULTS = SCRIPTS.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize("run", sorted(p.parent for p in RESULTS.glob("*/compare.json")))
 def test_results_tables_agree_with_the_committed_result_files(run):
     """docs/results.md's tables come from these files: the script's CAC mean is the mean of the jobs' own
     result.json AUROCs (and the script itself checks every job against compare.json)."""

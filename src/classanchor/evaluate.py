@@ -25,6 +25,7 @@ from .metrics import calibrate_threshold, open_set_report
 from .train import to_memory_format, use_channels_last
 
 __all__ = [
+    "CPU_EVAL_BATCH",
     "DETECTOR_DEFAULTS",
     "METRIC_KEYS",
     "SCORE_LABELS",
@@ -44,6 +45,9 @@ THRESHOLD_KEYS = ("macro_f1", "unknown_recall", "known_acceptance")
 SCORE_LABELS: dict[str, str] = {"cac": "min rejection score (Eq. 11)", "msp": "max softmax probability",
                                 "max_logit": "max logit", "energy": "energy", "openmax": "OpenMax unknown probability",
                                 "class_mean": "distance to the nearest class mean"}
+#: Largest evaluation batch on a CPU: benchmarks/speed.py (classifier32, float32, 2 threads, AMD EPYC AVX2)
+#: evaluated 32 px images at 423-429 images/s in batches of 1000 and 635-639 in batches of 128 (docs/speed.md).
+CPU_EVAL_BATCH = 128
 #: Constructor arguments used when a detector is given by name: the class-mean detectors fall back to all
 #: training samples of a class without a correctly classified one, as the benchmark's evaluation does.
 DETECTOR_DEFAULTS: dict[str, dict] = {"cac": {"empty_class": "all_samples"},
@@ -104,9 +108,12 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
 
     Args:
         images: uint8 ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array or tensor, any ``H x W``.
+        batch_size: images per forward pass; on a CPU at most :data:`CPU_EVAL_BATCH` (faster, as measured).
         hflip: feed the images mirrored left-right (the anchor fit on mirrored training images).
     """
     device = torch.device(device)
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_EVAL_BATCH)
     pixels = to_nchw(torch.as_tensor(images), layout)
     net.eval().to(device)
     channels_last = use_channels_last(None, device)

@@ -8,11 +8,11 @@ weight decay, batch 128, augmentation). Where they differ we follow the code:
 - The paper says "train until convergence"; the code keeps the epoch with the best validation anchor loss.
 
 ``fast``: quality per CPU-second (issue 11). The data, augmentation, loss and checkpoint rule of the paper,
-with the small residual network ``resnet9`` (:mod:`classanchor.models.resnet9`) instead of classifier32, trained
-in ONE stage with a one-cycle schedule (linear warm-up to a peak learning rate 5x the paper's, then cosine
-annealing to ~0), Nesterov momentum and weight decay 5e-4, for a fraction of the epochs. Measured (2 CPU
-threads, float32; docs/results.md): MNIST (width 16, native 28 px, 3 epochs). The CIFAR and TinyImageNet
-epoch counts are first guesses that docs/results.md reports as measured or not.
+with the small residual network ``resnet9`` (:mod:`classanchor.models.resnet9`) instead of classifier32,
+trained in ONE stage with a one-cycle schedule (linear warm-up to a peak learning rate 5x the paper's, then
+cosine annealing to ~0), Nesterov momentum and weight decay 5e-4, for a fraction of the epochs. Measured (2 CPU
+threads, float32; docs/results.md): MNIST (width 16, native 28 px, 3 epochs: five trials) and CIFAR10 (trial 0,
+below the paper's quality). The other datasets' settings are first guesses, not measured.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ def expected_forward_flops(c_in: int, size: int, width: int, k: int) -> int:
     """2 * multiply-accumulates of every 3x3 conv of the docstring's table plus the final Linear."""
     w = width
     convs = [(c_in, w, size), (w, 2 * w, size), (2 * w, 2 * w, size // 2), (2 * w, 2 * w, size // 2),
-             (2 * w, 4 * w, size // 2), (4 * w, 8 * w, size // 4), (8 * w, 8 * w, size // 8), (8 * w, 8 * w, size // 8)]  # pools round down
+             (2 * w, 4 * w, size // 2), (4 * w, 8 * w, size // 4),
+             (8 * w, 8 * w, size // 8), (8 * w, 8 * w, size // 8)]  # the pools round down
     return sum(2 * a * b * 9 * s * s for a, b, s in convs) + 2 * 8 * w * k
 
 
