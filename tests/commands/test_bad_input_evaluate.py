@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from classanchor.model_io import CONFIG_FILE, WEIGHTS_FILE
+from classanchor.model_io import WEIGHTS_FILE
 
 from ..test_io import dot_entries, fill, small_disk
 from .conftest import check_refusal, run_cli, snapshot
-from .test_bad_input_predict import CARDS, make_model
+from .test_bad_input_predict import model_for_case
 
 
 def write_images(root: Path, classes=("cat", "dog", "fox"), n: int = 3) -> Path:
@@ -34,15 +34,7 @@ def write_images(root: Path, classes=("cat", "dog", "fox"), n: int = 3) -> Path:
 def setup(tmp: Path, case: str) -> dict[str, str]:
     """The files of one case; returns the placeholders of its argv."""
     model = tmp / "model"
-    if case == "model_file":
-        model.write_text("not a folder")
-    elif case == "not_json":
-        make_model(model)
-        (model / CONFIG_FILE).write_text("{not json")
-    elif case in CARDS:
-        make_model(model, *CARDS[case])
-    elif case != "no_model":
-        make_model(model)
+    model_for_case(model, case, file_case="model_file", missing_case="no_model")
     if case == "weights_tampered":
         weights = model / WEIGHTS_FILE
         blob = bytearray(weights.read_bytes())

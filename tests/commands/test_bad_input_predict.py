@@ -29,20 +29,26 @@ def make_model(path: Path, kwargs: dict | None = None, name: str = "mlp") -> Pat
     return path
 
 
-def setup(tmp: Path, case: str) -> dict[str, str]:
-    """Builds the files of one case; returns the placeholders of its argv."""
-    image = tmp / "img.png"
-    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(image)
-    model = tmp / "model"
-    if case == "file":
+def model_for_case(model: Path, case: str, *, file_case: str = "file", missing_case: str = "missing") -> None:
+    """The model folder of a case: a file, corrupt JSON, a crafted backbone card (:data:`CARDS`), none at all
+    (``missing_case``) or a good model."""
+    if case == file_case:
         model.write_text("not a folder")
     elif case == "not_json":
         make_model(model)
         (model / CONFIG_FILE).write_text("{not json")
     elif case in CARDS:
         make_model(model, *CARDS[case])
-    elif case != "missing":
+    elif case != missing_case:
         make_model(model)
+
+
+def setup(tmp: Path, case: str) -> dict[str, str]:
+    """Builds the files of one case; returns the placeholders of its argv."""
+    image = tmp / "img.png"
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(image)
+    model = tmp / "model"
+    model_for_case(model, case)
     (tmp / "outdir").mkdir()
     return {"MODEL": str(model), "IMAGE": str(image), "OUTDIR": str(tmp / "outdir")}
 
