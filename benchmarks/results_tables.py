@@ -2,7 +2,8 @@
 
 Each folder ``docs/results/<run>/`` holds the small files a ``classanchor benchmark`` + ``classanchor compare``
 run wrote: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score
-of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit). It prints, per run,
+of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit; where a run has no
+comparison yet, the jobs' own scores from their ``result.json``). It prints, per run,
 mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
 training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
 equals its ``result.json``::
@@ -30,10 +31,15 @@ def _mean_std(values: list[float]) -> str:
 
 
 def run_tables(folder: Path) -> str:
-    compare = json.loads((folder / "compare.json").read_text())
-    dataset, trials = compare["dataset"], compare["trials"]
     results = {(r["trial"], r["job"]): r for r in map(json.loads, map(Path.read_text,
                                                                        folder.glob("trial*/*/result.json")))}
+    if (folder / "compare.json").exists():
+        compare = json.loads((folder / "compare.json").read_text())
+    else:  # no comparison study (yet): the jobs' own scores only
+        any_job = next(iter(results.values()))
+        compare = {"dataset": any_job["dataset"], "recipe": any_job["recipe"], "total_epochs": any_job["epochs"],
+                   "trials": sorted({t for t, _ in results}), "per_trial": list(results.values())}
+    dataset, trials = compare["dataset"], compare["trials"]
     rows = {(r["job"], r["detector"], r["trial"]): r for r in compare["per_trial"]}
     for (trial, job), result in results.items():  # the table and the jobs' own result.json agree
         own = rows[(job, result["detector"], trial)]

@@ -36,7 +36,7 @@ def test_speed_script_measures_every_pipeline_and_prints_positive_ratios(capsys)
 RESULTS = SCRIPTS.parent / "docs" / "results"
 
 
-@pytest.mark.parametrize("run", sorted(p.parent for p in RESULTS.glob("*/compare.json")))
+@pytest.mark.parametrize("run", sorted(p.parent for p in RESULTS.glob("*/config.json")))
 def test_results_tables_agree_with_the_committed_result_files(run):
     """docs/results.md's tables come from these files: the script's CAC mean is the mean of the jobs' own
     result.json AUROCs (and the script itself checks every job against compare.json)."""

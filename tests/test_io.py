@@ -243,12 +243,20 @@ def test_git_commit_in_a_checkout_takes_no_optional_lock(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ run folders
 
 def test_a_run_folder_with_another_config_names_the_fields_that_differ(tmp_path):
-    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "out": "runs/a"})
-    with pytest.raises(ValueError, match=r"trials: \[0, 1\] there, \[0\] now"):
-        RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0], "out": "runs/a"})
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "methods": ["cac"], "out": "runs/a"})
+    with pytest.raises(ValueError, match=r"dataset: 'MNIST' there, 'SVHN' now"):
+        RunFolder.create(tmp_path, {"dataset": "SVHN", "trials": [0, 1], "methods": ["cac"], "out": "runs/a"})
     # the same folder reached by another path is the same run
-    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "out": str(tmp_path.resolve())})
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "methods": ["cac"], "out": str(tmp_path.resolve())})
     assert len(json.loads((tmp_path / "config.json").read_text())["sessions"]) == 2
+
+
+def test_a_run_folder_grows_by_trials_and_methods_and_records_their_union(tmp_path):
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [1], "methods": ["cac"], "out": "a"})
+    folder = RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [3, 0], "methods": ["ce"], "out": "a"})
+    assert folder.config["trials"] == [0, 1, 3] and folder.config["methods"] == ["cac", "ce"]
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["config"] == folder.config and len(recorded["sessions"]) == 2
 
 
 def test_a_run_folder_is_never_a_file_or_a_folder_of_other_files(tmp_path):

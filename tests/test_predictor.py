@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -47,11 +48,16 @@ def save(path: Path, net: CACNet | None = None, threshold: float = 0.05, **kw) -
                                "classifier32", {"dropout": 0.2}, {"training": {"epochs": 3}})
 
 
-def reference_predictions(net: CACNet, images: np.ndarray, threshold: float):
-    """Algorithm 1 / Eqs. 2, 9-11 with explicit loops over images and classes."""
+def reference_predictions(net: CACNet, images: np.ndarray, threshold: float, mirror_average: bool = False):
+    """Algorithm 1 / Eqs. 2, 9-11 with explicit loops over images and classes; with ``mirror_average`` the
+    logits of each image are the mean of its own and its left-right mirror image's, one image at a time."""
     x = (images.astype(np.float64) / 255 - np.array(PREP.mean)) / np.array(PREP.std)
     with torch.no_grad():
         logits = net.backbone(torch.tensor(x, dtype=torch.float32).permute(0, 3, 1, 2)).double().numpy()
+        if mirror_average:
+            for i in range(len(x)):
+                mirrored = torch.tensor(x[i, :, ::-1].copy(), dtype=torch.float32).permute(2, 0, 1)[None]
+                logits[i] = (logits[i] + net.backbone(mirrored)[0].double().numpy()) / 2
     anchors = net.head.anchors.double().numpy()
     out = []
     for z in logits:
@@ -195,6 +201,25 @@ def test_predictions_follow_algorithm_1_computed_with_loops(tmp_path):
     np.testing.assert_allclose(again.scores, result.scores, rtol=1e-5, atol=1e-7)
     assert (again.class_index >= 0).all()
     assert p.predict(images[2]).scores[0] == pytest.approx(result.scores[2], rel=1e-5)
+
+
+def test_a_mirror_averaging_model_scores_the_mean_logits_of_image_and_mirror(tmp_path):
+    net = make_net(seed=3)
+    images = images_of(10, seed=4)
+    plain, averaged = (reference_predictions(net, images, 1e9, mirror) for mirror in (False, True))
+    assert max(abs(a[2] - b[2]) for a, b in zip(plain, averaged)) > 1e-3  # the average changes the scores
+    folder = save(tmp_path / "m", net, preprocessing=dataclasses.replace(PREP, mirror_average=True))
+    assert json.loads((folder / CONFIG_FILE).read_text())["input"]["mirror_average"] is True
+    result = OpenSetPredictor.load(folder).predict(images, batch_size=4, threshold=1e9)
+    np.testing.assert_allclose(result.scores, [e[2] for e in averaged], rtol=1e-5, atol=1e-6)
+    assert result.best_index.tolist() == [e[1] for e in averaged]
+    # a model folder written before the option existed has no such key: no averaging
+    card = json.loads((folder / CONFIG_FILE).read_text())
+    del card["input"]["mirror_average"]
+    assert Preprocessing.from_dict(card["input"]).mirror_average is False
+    _edit(folder, input={**card["input"], "mirror_average": "yes"})
+    with pytest.raises(ModelFormatError, match="mirror_average must be true or false"):
+        OpenSetPredictor.load(folder)
 
 
 def test_arrays_of_other_sizes_grey_pixels_and_pil_images(tmp_path):

@@ -69,6 +69,8 @@ def test_fast_recipe_is_valid_and_shorter_with_the_papers_data_settings(dataset)
     for field in ("batch_size", "scale_min", "flip_p", "rotation_deg", "flip_anchor_fit"):
         assert getattr(fast, field) == getattr(paper, field), field
     assert paper.backbone == "classifier32" and fast.backbone == "resnet9"
+    # test-time mirror averaging where the images are trained with flips (not for digits)
+    assert fast.test_time_flip == (paper.flip_p > 0) and not paper.test_time_flip
     assert fast.image_size in (paper.image_size, 28)  # MNIST at its native 28 px (no resize)
     assert fast.weight_decay >= paper.weight_decay and fast.nesterov
     config = fast.train_config(compile=False)

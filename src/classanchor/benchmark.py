@@ -233,6 +233,11 @@ def train_missing(config, dataset: str, recipe: Recipe, jobs: list[tuple[int, Me
         _TRIAL_DATA.clear()
 
 
+def _methods(config: BenchmarkConfig, names) -> list[Method]:
+    return [get_method(m, anchor_magnitude=config.anchor_magnitude,
+                       anchor_weight=config.anchor_weight if m == "cac" else None) for m in names]
+
+
 def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None) -> tuple[list[dict], str]:
     """Run every (trial, method) of ``config`` not yet done; write results.json and table.md.
 
@@ -244,8 +249,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None)
     dataset = get_benchmark(config.dataset).name
     full = get_recipe(dataset, config.recipe)
     recipe = full.scaled(config.epochs_scale)
-    methods = [get_method(m, anchor_magnitude=config.anchor_magnitude,
-                          anchor_weight=config.anchor_weight if m == "cac" else None) for m in config.methods]
+    methods = _methods(config, config.methods)
     if not methods or not config.trials:
         raise ValueError("nothing to run: give at least one method (--methods) and one trial (--trials).")
     device = resolve_device(config.device)
@@ -263,7 +267,9 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None)
     train_missing(config, dataset, recipe, jobs, out, executor, progress)
     if not distributed.is_main():
         return [], ""
-    results = [read_json(job_dir(out, t, m) / "result.json") for t, m in jobs]
+    every_job = [job_dir(out, t, m) / "result.json" for t in folder.config["trials"]
+                 for m in _methods(config, folder.config["methods"])]  # this session's and earlier ones'
+    results = [read_json(path) for path in every_job if path.exists()]
     table = format_benchmark_table(dataset, results, recipe, full)
     write_json(folder.file("results.json"), results)
     write_text(folder.file("table.md"), table)

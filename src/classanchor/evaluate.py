@@ -101,8 +101,8 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
                    batch_size: int = 1000, hflip: bool = False, layout: str | None = None) -> torch.Tensor:
     """The test-time forward pass: uint8 images -> (N, K) float32 logits on the CPU.
 
-    Every image goes through ``preprocessing`` (resize rule + normalisation), in float32, in the memory format
-    :func:`classanchor.train.use_channels_last` picks for ``device``. The evaluation of every job and
+    Every image goes through ``preprocessing`` (resize rule + normalisation, and the mirror average where it
+    says so), in float32, in the memory format :func:`classanchor.train.use_channels_last` picks for ``device``. The evaluation of every job and
     :class:`classanchor.predictor.OpenSetPredictor` both call this, so a saved model scores an image exactly as it
     was evaluated (up to float rounding between batch shapes).
 
@@ -120,8 +120,11 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
     outputs = []
     for lo in range(0, pixels.shape[0], batch_size):
         x = preprocessing(pixels[lo:lo + batch_size].to(device), layout="NCHW")
-        x = to_memory_format(x.flip(-1) if hflip else x, channels_last)
-        outputs.append(net(x).float().cpu())
+        x = x.flip(-1) if hflip else x
+        logits = net(to_memory_format(x, channels_last)).float()
+        if preprocessing.mirror_average:  # test-time flip: (f(x) + f(mirror x)) / 2
+            logits = (logits + net(to_memory_format(x.flip(-1), channels_last)).float()) / 2
+        outputs.append(logits.cpu())
     k = getattr(net, "num_classes", 0)
     return torch.cat(outputs) if outputs else torch.zeros(0, k)
 

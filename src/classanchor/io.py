@@ -285,20 +285,32 @@ def open_run_folder(path: str | os.PathLike) -> Path:
 
 #: Config fields that say where the run folder is, not what it holds: reopening it by another path is the same run.
 _PLACE = ("out",)
+#: Config fields that choose which jobs run: a reopened run may add trials or methods (config.json keeps the union).
+_SELECTION = ("trials", "methods")
+
+
+def _union(before, now):
+    """The values of a :data:`_SELECTION` field over all sessions: ordered, integers (trials) sorted."""
+    merged = list(dict.fromkeys([*(before if isinstance(before, list) else []), *now]))
+    return sorted(merged) if all(isinstance(v, int) for v in merged) else merged
 
 
 @dataclasses.dataclass
 class RunFolder:
-    """A folder holding one run: ``config.json`` (config + library version + git commit) and results."""
+    """A folder holding one run: ``config.json`` (config + library version + git commit) and results.
+
+    ``config`` is the recorded config: this session's, with the trials and methods of earlier sessions added.
+    """
 
     path: Path
+    config: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: Any) -> "RunFolder":
         """Create (or reopen) the folder (:func:`open_run_folder`) and write its ``config.json``.
 
-        Reopening with a different config (other than :data:`_PLACE`) raises, naming the fields that differ, so a
-        resumed run can never mix two settings.
+        Reopening with a different config (other than :data:`_PLACE` and :data:`_SELECTION`) raises, naming the
+        fields that differ, so a resumed run can never mix two settings; more trials or methods extend the run.
         """
         folder = cls(open_run_folder(path))
         record = {"config": _jsonable(config), "classanchor_version": __version__, "git_commit": git_commit(),
@@ -309,19 +321,21 @@ class RunFolder:
             before = old.get("config") if isinstance(old.get("config"), dict) else {}
             now = record["config"]  # a dataclass: a dict of fields
             differ = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in now.items()
-                      if before.get(key) != value and key not in _PLACE]
+                      if before.get(key) != value and key not in _PLACE + _SELECTION]
             differ += [f"{key}: {value!r} there, absent now" for key, value in before.items()
-                       if key not in now and key not in _PLACE]
+                       if key not in now and key not in _PLACE + _SELECTION]
             if differ:
                 raise ValueError(
                     f"{config_path} holds a different config than this run ({'; '.join(differ[:4])}); use a new "
                     "--out folder, the same settings, or delete the old folder to start over."
                 )
             history = old.get("sessions", [])
+            now.update({key: _union(before.get(key), now[key]) for key in _SELECTION if key in now})
         else:
             history = []
         record["sessions"] = history + [{"classanchor_version": __version__, "git_commit": record["git_commit"]}]
         write_json(config_path, record)
+        folder.config = record["config"]
         return folder
 
     def file(self, *parts: str) -> Path:

@@ -5,7 +5,8 @@
 1. :class:`~classanchor.data.preprocess.Preprocessing` from the training images (per-channel mean / std) at the
    recipe's input size: the one preprocessing of validation, evaluation and the saved model;
 2. :func:`classanchor.train.train` with the recipe's augmentation, resumable from ``state_path``;
-3. logits of the known training split (plus its mirror images when ``recipe.flip_anchor_fit``), and the
+3. logits of the known training split (plus its mirror images when ``recipe.flip_anchor_fit``, unless the
+   logits are mirror averages already: ``recipe.test_time_flip``), and the
    method's own open-set detector fitted on them (:attr:`classanchor.methods.Method.detector`: for the CAC family
    the anchors of Algorithm 1 lines 1-3, also set on the network; for cross-entropy the max softmax score);
 4. the threshold calibrated on the known validation scores (it accepts ``accept_rate`` of them) unless given.
@@ -203,7 +204,7 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
     used_precision = resolve_precision(precision, device)
     names = tuple(str(n) for n in (class_names if class_names is not None else train_set.class_names))
     k = len(names)
-    preprocessing = Preprocessing.fit(train_set.images, recipe.image_size)
+    preprocessing = Preprocessing.fit(train_set.images, recipe.image_size, mirror_average=recipe.test_time_flip)
     augment = AugmentSpec(size=recipe.image_size, scale_min=recipe.scale_min, flip_p=recipe.flip_p,
                           rotation_deg=recipe.rotation_deg, mean=preprocessing.mean, std=preprocessing.std)
     backbone, kwargs = backbone_for(recipe, backbone, backbone_kwargs)
@@ -224,7 +225,7 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
                          preprocessing, names, math.inf, {}, backbone, kwargs, augment)
     train_logits = model.logits(train_set.images, device=device, batch_size=eval_batch_size)
     train_labels = torch.as_tensor(np.asarray(train_set.labels), dtype=torch.int64)
-    if recipe.flip_anchor_fit:  # Algorithm 1 on the training split plus its mirror images (reference code)
+    if recipe.flip_anchor_fit and not recipe.test_time_flip:  # Algorithm 1 on the split + its mirror images
         mirrored = model.logits(train_set.images, device=device, batch_size=eval_batch_size, hflip=True)
         train_logits, train_labels = torch.cat([train_logits, mirrored]), torch.cat([train_labels, train_labels])
     model.detector.fit(train_logits, train_labels)

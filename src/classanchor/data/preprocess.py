@@ -5,7 +5,9 @@ PIL images) takes exactly these two steps:
 
 1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by :data:`RESIZE_RULE`
    (one bilinear resize, antialiased when shrinking, rounded back to uint8; an ``S x S`` image is untouched);
-2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32.
+2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32;
+3. with ``mirror_average`` (test-time flip), the network's logits of an image are the mean of those of the
+   image and of its left-right mirror image (:func:`classanchor.evaluate.network_logits` applies it).
 
 Files are decoded before step 1, at their own size (:mod:`classanchor.data.decode`), so a file, the same
 pixels as an array and the same image in a benchmark split give the same network input. The object is saved
@@ -39,12 +41,14 @@ class Preprocessing:
     """How pixels become the network's input: side ``size`` S, ``channels`` (1 grey, 3 RGB), normalisation.
 
     ``mean``, ``std``: per-channel normalisation in [0, 1] units (a single value broadcasts to every channel).
+    ``mirror_average``: logits = mean of the logits of the image and of its mirror image (step 3).
     """
 
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    mirror_average: bool = False
 
     def __post_init__(self) -> None:
         mean = tuple(float(m) for m in self.mean)
@@ -64,11 +68,11 @@ class Preprocessing:
             raise ValueError(f"mean must be finite and std positive, got {mean} and {std}.")
 
     @classmethod
-    def fit(cls, images, size: int) -> Preprocessing:
+    def fit(cls, images, size: int, mirror_average: bool = False) -> Preprocessing:
         """Mean and std of uint8 training images ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``."""
         x = to_nchw(torch.as_tensor(images))
         mean, std = compute_mean_std(x, layout="NCHW")
-        return cls(size=size, channels=int(x.shape[1]), mean=mean, std=std)
+        return cls(size=size, channels=int(x.shape[1]), mean=mean, std=std, mirror_average=mirror_average)
 
     def pixels(self, images, layout: str | None = None) -> Tensor:
         """uint8 ``(B, H, W)`` / ``(B, C, H, W)`` / ``(B, H, W, C)`` -> uint8 ``(B, C, S, S)`` (step 1).
@@ -94,10 +98,13 @@ class Preprocessing:
         """The JSON record saved in ``model.json`` (``input``)."""
         return {"size": int(self.size), "channels": int(self.channels), "mean": list(self.mean),
                 "std": list(self.std), "pixel_range": "uint8 0-255 divided by 255, then (x - mean) / std",
-                "resize": RESIZE_RULE}
+                "resize": RESIZE_RULE, "mirror_average": bool(self.mirror_average)}
 
     @classmethod
     def from_dict(cls, record: dict) -> Preprocessing:
-        """Inverse of :meth:`to_dict` (extra keys are ignored)."""
+        """Inverse of :meth:`to_dict` (extra keys are ignored; models saved before ``mirror_average`` lack it)."""
+        mirror_average = record.get("mirror_average", False)
+        if not isinstance(mirror_average, bool):
+            raise ValueError(f"mirror_average must be true or false, got {mirror_average!r}.")
         return cls(size=int(record["size"]), channels=int(record["channels"]), mean=tuple(record["mean"]),
-                   std=tuple(record["std"]))
+                   std=tuple(record["std"]), mirror_average=mirror_average)
