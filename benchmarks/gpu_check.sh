@@ -28,10 +28,10 @@ run() {  # run LIMIT_SECONDS NAME DATASET RECIPE TRIALS
   timeout 120 "$PY" -m classanchor compare "$dataset" --data-root "$DATA" --trials "$trials" --recipe "$recipe" \
       --device cuda --ce-detectors msp,max_logit --out "$OUT/$name" --no-progress >> "$OUT/$name.log" 2>&1
   echo "## $name: exit $rc after $((SECONDS - start)) s (limit $limit s)" >> "$TABLES"
-  if [ -f "$OUT/$name/compare.json" ]; then
+  if compgen -G "$OUT/$name/trial*/*/result.json" > /dev/null; then  # finished jobs (compare.json if it ran)
     "$PY" benchmarks/results_tables.py "$OUT/$name" >> "$TABLES"
   else
-    echo "no compare.json: see $OUT/$name.log" >> "$TABLES"
+    echo "no finished job: see $OUT/$name.log" >> "$TABLES"
   fi
 }
 
