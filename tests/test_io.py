@@ -247,7 +247,8 @@ def test_a_run_folder_with_another_config_names_the_fields_that_differ(tmp_path)
     with pytest.raises(ValueError, match=r"dataset: 'MNIST' there, 'SVHN' now"):
         RunFolder.create(tmp_path, {"dataset": "SVHN", "trials": [0, 1], "methods": ["cac"], "out": "runs/a"})
     # the same folder reached by another path is the same run
-    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "methods": ["cac"], "out": str(tmp_path.resolve())})
+    RunFolder.create(tmp_path, {"dataset": "MNIST", "trials": [0, 1], "methods": ["cac"],
+                                "out": str(tmp_path.resolve())})
     assert len(json.loads((tmp_path / "config.json").read_text())["sessions"]) == 2
 
 

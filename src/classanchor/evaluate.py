@@ -102,9 +102,9 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
     """The test-time forward pass: uint8 images -> (N, K) float32 logits on the CPU.
 
     Every image goes through ``preprocessing`` (resize rule + normalisation, and the mirror average where it
-    says so), in float32, in the memory format :func:`classanchor.train.use_channels_last` picks for ``device``. The evaluation of every job and
-    :class:`classanchor.predictor.OpenSetPredictor` both call this, so a saved model scores an image exactly as it
-    was evaluated (up to float rounding between batch shapes).
+    says so), in float32, in the memory format :func:`classanchor.train.use_channels_last` picks for
+    ``device``. The evaluation of every job and :class:`classanchor.predictor.OpenSetPredictor` both call this,
+    so a saved model scores an image exactly as it was evaluated (up to float rounding between batch shapes).
 
     Args:
         images: uint8 ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array or tensor, any ``H x W``.
