@@ -21,82 +21,31 @@ splits, preprocessing, on-device loader), ``classanchor.models`` (classifier32, 
 
 from ._checks import OpenSetInputError
 from ._version import __version__
+from .data.preprocess import Preprocessing
 from .detectors import DETECTORS, Detector, NotFittedError, make_detector
 from .heads import AnchorHead, anchor_distances, class_anchors, fit_anchors
 from .losses import LOSS_VARIANTS, CACLoss, LossWeights, cac_loss, cac_loss_terms
 from .methods import Method, get_method
-from .metrics import (
-    aupr_in,
-    aupr_out,
-    auroc,
-    calibrate_threshold,
-    closed_set_accuracy,
-    fpr_at_tpr,
-    open_set_f1,
-    open_set_report,
-    openness,
-    oscr,
-    unknown_confusion,
-)
-from .data.preprocess import Preprocessing
+from .metrics import (aupr_in, aupr_out, auroc, calibrate_threshold, closed_set_accuracy, fpr_at_tpr, open_set_f1,
+                      open_set_report, openness, oscr, unknown_confusion)
 from .models.small_cnn import SmallCNN
 from .network import CACNet
 from .pipeline import ACCEPT_RATE, FitResult, OpenSetModel, fit_open_set
 from .predictor import OpenSetPredictor
-from .scores import (
-    cac_decision,
-    energy_score,
-    max_logit_score,
-    msp_score,
-    rejection_scores,
-    softmin_confidences,
-)
+from .scores import (cac_decision, energy_score, max_logit_score, msp_score, rejection_scores,
+                     softmin_confidences)
 
 __all__ = [
-    "__version__",
-    "OpenSetInputError",
+    "__version__", "OpenSetInputError",
     # the CAC network, loss and test procedure
-    "AnchorHead",
-    "anchor_distances",
-    "class_anchors",
-    "fit_anchors",
-    "CACNet",
-    "SmallCNN",
-    "LOSS_VARIANTS",
-    "CACLoss",
-    "LossWeights",
-    "cac_loss",
-    "cac_loss_terms",
-    "Method",
-    "get_method",
+    "AnchorHead", "anchor_distances", "class_anchors", "fit_anchors", "CACNet", "SmallCNN", "LOSS_VARIANTS",
+    "CACLoss", "LossWeights", "cac_loss", "cac_loss_terms", "Method", "get_method",
     # one pipeline: images -> open-set model -> "class or unknown"
-    "ACCEPT_RATE",
-    "FitResult",
-    "OpenSetModel",
-    "OpenSetPredictor",
-    "Preprocessing",
-    "fit_open_set",
+    "ACCEPT_RATE", "FitResult", "OpenSetModel", "OpenSetPredictor", "Preprocessing", "fit_open_set",
     # scores (higher = more unknown) and detectors
-    "cac_decision",
-    "rejection_scores",
-    "softmin_confidences",
-    "msp_score",
-    "max_logit_score",
-    "energy_score",
-    "DETECTORS",
-    "Detector",
-    "NotFittedError",
-    "make_detector",
+    "cac_decision", "rejection_scores", "softmin_confidences", "msp_score", "max_logit_score", "energy_score",
+    "DETECTORS", "Detector", "NotFittedError", "make_detector",
     # metrics
-    "auroc",
-    "aupr_in",
-    "aupr_out",
-    "calibrate_threshold",
-    "closed_set_accuracy",
-    "fpr_at_tpr",
-    "open_set_f1",
-    "open_set_report",
-    "openness",
-    "oscr",
-    "unknown_confusion",
+    "auroc", "aupr_in", "aupr_out", "calibrate_threshold", "closed_set_accuracy", "fpr_at_tpr", "open_set_f1",
+    "open_set_report", "openness", "oscr", "unknown_confusion",
 ]

@@ -2,21 +2,17 @@
 
 Run folder layout (``out/``)::
 
-    config.json                        the BenchmarkConfig, library version, git commit
-    trial{t}/{job}/state.pt            resumable training state (kept after the job)
-    trial{t}/{job}/history.json        per-epoch training history
-    trial{t}/{job}/model/              CAC family: the open-set model for ``classanchor predict`` (safetensors
-                                       weights with the re-fitted anchors, threshold keeping 95 % of the known
-                                       validation images, the preprocessing)
-    trial{t}/{job}/logits.npz          train / val / test logits, the anchors, and the job's own test and
-                                       validation scores (other detectors are fitted on these logits)
-    trial{t}/{job}/result.json         the full open-set report at the calibrated threshold, calibration,
-                                       precision, device, threads, versions, wall times; its presence = "done"
-    results.json, table.md             all finished jobs and the Markdown table with published numbers
+    config.json                   the BenchmarkConfig, library version, git commit
+    trial{t}/{job}/state.pt       resumable training state (kept after the job)
+    trial{t}/{job}/history.json   per-epoch training history
+    trial{t}/{job}/model/         CAC family: the open-set model for ``classanchor predict``
+    trial{t}/{job}/logits.npz     train / val / test logits, anchors, the job's own test and validation scores
+    trial{t}/{job}/result.json    the open-set report at the calibrated threshold, calibration, environment,
+                                  wall times; once it exists the job is done and never trained again
+    results.json, table.md        all finished jobs and the Markdown table with published numbers
 
-A job is a method with its hyperparameters (e.g. ``cac``, ``ce``, ``cac_a5_l0.8``). A job whose
-``result.json`` exists is never trained again. The unfinished jobs run on an executor
-(:mod:`classanchor.executors`: in this process, or as Ray tasks) and under torchrun on every process together
+A job is a method with its hyperparameters (e.g. ``cac``, ``ce``, ``cac_a5_l0.8``). The unfinished jobs run
+on an executor (:mod:`classanchor.executors`) and under torchrun on every process together
 (:mod:`classanchor.distributed`); see docs/scale.md.
 """
 
@@ -42,8 +38,8 @@ from .pipeline import backbone_for, fit_open_set, resolve_device
 from .recipes import Recipe, get_recipe
 from .train import resolve_precision
 
-__all__ = ["BenchmarkConfig", "PUBLISHED", "job_dir", "job_name", "run_job", "run_benchmark",
-           "format_benchmark_table", "train_missing"]
+__all__ = ["BenchmarkConfig", "PUBLISHED", "RunSettings", "job_dir", "job_name", "run_job", "run_benchmark",
+           "format_benchmark_table", "per_trial_lines", "train_missing"]
 
 #: Published numbers (paper Tables 2 and 3): dataset -> method -> (closed-set accuracy, AUROC).
 PUBLISHED: dict[str, dict[str, tuple[float | None, float]]] = {
@@ -57,25 +53,35 @@ PUBLISHED: dict[str, dict[str, tuple[float | None, float]]] = {
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
-    """One benchmark command: dataset, trials, methods, recipe and where to write."""
+class RunSettings:
+    """The options of the benchmark and the studies: dataset, data folder, run folder, trials, how to train.
+
+    ``recipe``, ``epochs_scale``, ``seed``, ``backbone`` (None: the recipe's), ``backbone_kwargs`` and
+    ``precision`` decide what a job folder holds; ``device``, ``compile`` and ``eval_batch_size`` do not.
+    """
 
     dataset: str
     data_root: str
     out: str
     trials: tuple[int, ...] = (0, 1, 2, 3, 4)
-    methods: tuple[str, ...] = ("cac", "ce")
     recipe: str = "paper"
     epochs_scale: float = 1.0
     seed: int = 0
     device: str = "auto"
     compile: bool = False
-    anchor_magnitude: float = 10.0
-    anchor_weight: float = 0.1
-    backbone: str | None = None  # None: the recipe's
+    backbone: str | None = None
     backbone_kwargs: dict = field(default_factory=dict)
     precision: str = "auto"
     eval_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig(RunSettings):
+    """One benchmark command: the shared settings, the methods and their anchor hyperparameters."""
+
+    methods: tuple[str, ...] = ("cac", "ce")
+    anchor_magnitude: float = 10.0
+    anchor_weight: float = 0.1
     extra: dict = field(default_factory=dict)
 
 
@@ -95,9 +101,8 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
             progress: bool = True) -> dict:
     """Fit and evaluate one method on one trial (resumable); returns the contents of ``result.json``.
 
-    :func:`classanchor.pipeline.fit_open_set` trains and calibrates, the model's :meth:`evaluate` measures every
-    open-set metric on the trial's test images once; the job folder keeps the arrays and numbers that tables,
-    studies and the report read.
+    :func:`classanchor.pipeline.fit_open_set` trains and calibrates; the model's :meth:`evaluate` measures
+    every open-set metric on the trial's test images once.
     """
     result_path = job_dir / "result.json"
     if result_path.exists():
@@ -151,22 +156,14 @@ def format_benchmark_table(dataset: str, results: list[dict], recipe: Recipe, fu
     score_of = {m: SCORE_LABELS[get_method(m).detector] for m in ("cac", "ce")}
     lines += [f"Recipe `{recipe.name}`; score: CAC = {score_of['cac']}, cross-entropy = {score_of['ce']}.", "",
               "| method | trials | closed-set accuracy | published | AUROC | published |", "|---|---|---|---|---|---|"]
-    published = PUBLISHED.get(dataset, {})
-    jobs = list(dict.fromkeys(r["job"] for r in results))
-    for job in jobs:
-        rows = sorted((r for r in results if r["job"] == job), key=lambda r: r["trial"])
+    by_job = {job: sorted((r for r in results if r["job"] == job), key=lambda r: r["trial"])
+              for job in dict.fromkeys(r["job"] for r in results)}
+    for job, rows in by_job.items():
         acc, auc = np.array([r["accuracy"] for r in rows]), np.array([r["auroc"] for r in rows])
-        pub_acc, pub_auc = published.get(job, (None, None))
-        lines.append(f"| {job} | {len(rows)} | {acc.mean():.4f} ± {acc.std():.4f} | {_fmt(pub_acc)} "
-                     f"| {auc.mean():.4f} ± {auc.std():.4f} | {_fmt(pub_auc)} |")
-    lines += ["", "Per trial (accuracy / AUROC):", "", "| job | " + " | ".join(
-        f"trial {t}" for t in sorted({r['trial'] for r in results})) + " |",
-        "|---|" + "---|" * len({r["trial"] for r in results})]
-    for job in jobs:
-        by_trial = {r["trial"]: r for r in results if r["job"] == job}
-        cells = [f"{by_trial[t]['accuracy']:.4f} / {by_trial[t]['auroc']:.4f}" if t in by_trial else "-"
-                 for t in sorted({r['trial'] for r in results})]
-        lines.append(f"| {job} | " + " | ".join(cells) + " |")
+        published = [_fmt(v) for v in PUBLISHED.get(dataset, {}).get(job, (None, None))]
+        lines.append(f"| {job} | {len(rows)} | {acc.mean():.4f} ± {acc.std():.4f} | {published[0]} "
+                     f"| {auc.mean():.4f} ± {auc.std():.4f} | {published[1]} |")
+    lines += per_trial_lines("accuracy / AUROC", "job", by_job.items(), sorted({r["trial"] for r in results}))
     return "\n".join(lines) + "\n"
 
 
@@ -174,13 +171,25 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def per_trial_lines(title: str, head: str, groups, trials: list[int]) -> list[str]:
+    """A Markdown table with a line per (label, result rows) of ``groups`` and a cell per trial: "accuracy /
+    AUROC", "failed" for a row with an ``error``, "-" without a row."""
+    lines = ["", f"Per trial ({title}):", "", f"| {head} | " + " | ".join(f"trial {t}" for t in trials)
+             + " |", "|---|" + "---|" * len(trials)]
+    for label, rows in groups:
+        by_trial = {r["trial"]: r for r in rows}
+        cells = ["-" if t not in by_trial else "failed" if "error" in by_trial[t]
+                 else f"{by_trial[t]['accuracy']:.4f} / {by_trial[t]['auroc']:.4f}" for t in trials]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def job_dir(out: str | Path, trial: int, method: Method) -> Path:
     """The folder of one job in a run folder: ``out/trial{t}/{job_name(method)}``."""
     return Path(out) / f"trial{trial}" / job_name(method)
 
 
-#: The last trial's data of this process: consecutive jobs of a trial (in-process, or a Ray worker's tasks) read
-#: it once.
+#: The last trial's data of this process, read once for consecutive jobs of a trial (also on a Ray worker).
 _TRIAL_DATA: dict[tuple, OpenSetData] = {}
 
 
@@ -192,10 +201,10 @@ def _trial_data(dataset: str, trial: int, data_root: str, seed: int, progress: b
     return _TRIAL_DATA[key]
 
 
-def _train(config, dataset: str, trial: int, method: Method, recipe: Recipe, folder: str, progress: bool) -> None:
-    """Train and evaluate one job into ``folder`` (``config``: a :class:`BenchmarkConfig` or a
-    :class:`~classanchor.studies.StudyConfig`). Under torchrun a rank other than 0 trains along into a scratch
-    folder holding a copy of rank 0's resume state, then deletes it: only rank 0 writes the run folder."""
+def _train(config: RunSettings, dataset: str, trial: int, method: Method, recipe: Recipe, folder: str,
+           progress: bool) -> None:
+    """Train and evaluate one job into ``folder``. Under torchrun a rank other than 0 trains along in a
+    scratch folder holding a copy of rank 0's resume state, then deletes it: only rank 0 writes."""
     data = _trial_data(dataset, trial, config.data_root, config.seed, progress)
     scratch = None if distributed.is_main() else Path(tempfile.mkdtemp(prefix=f"classanchor-r{distributed.rank()}-"))
     try:
@@ -210,14 +219,13 @@ def _train(config, dataset: str, trial: int, method: Method, recipe: Recipe, fol
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def train_missing(config, dataset: str, recipe: Recipe, jobs: list[tuple[int, Method]], out: str | Path,
-                  executor=None, progress: bool = True) -> None:
+def train_missing(config: RunSettings, dataset: str, recipe: Recipe, jobs: list[tuple[int, Method]],
+                  out: str | Path, executor=None, progress: bool = True) -> None:
     """Train every (trial, method) of ``jobs`` without a ``result.json`` in the run folder ``out`` on ``executor``.
 
-    ``config``: a :class:`BenchmarkConfig` or :class:`~classanchor.studies.StudyConfig` (the training settings);
     ``executor``: from :func:`classanchor.executors.make_executor` (default: in this process). Paths are made
-    absolute, so a Ray worker with another working folder writes to the same place. Under torchrun every process
-    takes part in each training (the unfinished jobs are fixed before the first one starts) and only rank 0 writes.
+    absolute for Ray workers with another working folder. Under torchrun every process takes part in each
+    training (the unfinished jobs are fixed before the first one starts) and only rank 0 writes.
     """
     executor = executor or InProcess()
     out = Path(out).resolve()
@@ -254,9 +262,8 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None)
         raise ValueError("nothing to run: give at least one method (--methods) and one trial (--trials).")
     device = resolve_device(config.device)
     resolve_precision(config.precision, device)
-    channels = get_benchmark(dataset).input_shape[2]
     backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
-    build_backbone(backbone, 2, channels, recipe.image_size, **backbone_kwargs)
+    build_backbone(backbone, 2, get_benchmark(dataset).input_shape[2], recipe.image_size, **backbone_kwargs)
     out = Path(config.out)
     jobs = [(t, m) for t in config.trials for m in methods]
     pending = [t for t, m in jobs if not (job_dir(out, t, m) / "result.json").exists()]

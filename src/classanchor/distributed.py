@@ -1,18 +1,13 @@
-"""Data-parallel training of one job across the processes that ``torchrun`` starts (torch.distributed).
+"""Data-parallel training of one job across the processes (ranks) that ``torchrun`` starts.
 
-``torchrun --nproc-per-node N -m classanchor benchmark ...`` runs the command in N processes (ranks). Each
-training job then runs on all of them in step, and behaves as the single-process run with the same global batch
-(the recipe's batch size):
+Under ``torchrun --nproc-per-node N -m classanchor benchmark ...`` each training runs on all N ranks in step
+and behaves as the single-process run with the same global batch:
 
-- every rank draws the same global batch (same seed, same epoch, same augmentation) and trains on its own
-  contiguous slice of it (:class:`ShardedLoader`): a distinct shard of every epoch per rank;
-- gradients are averaged by ``DistributedDataParallel``; each rank's mean loss is weighted by its share of the
-  global batch, so the step is the one of the global batch's mean loss even when it does not split evenly;
-- batch norm normalises with the statistics of the global batch (:func:`data_parallel`). torch's
-  ``SyncBatchNorm`` refuses CPU tensors (torch 2.13), so this module computes them itself with two autograd-aware
-  all-reduces per layer, on CPUs (gloo) and GPUs (NCCL) alike;
-- only rank 0 writes (the run folder, the resume state); the other ranks read rank 0's resume state, so a killed
-  run resumes as a single-process one does, with the same number of processes (the state records it).
+- every rank draws the same global batch and trains on its own contiguous slice (:class:`ShardedLoader`);
+- DDP averages the gradients of the ranks' mean losses, each weighted by its share of the global batch;
+- batch norm uses the global batch's statistics (:func:`data_parallel`; torch's ``SyncBatchNorm`` refuses CPU
+  tensors, so two autograd-aware all-reduces per layer compute them, on gloo and NCCL alike);
+- only rank 0 writes; the other ranks resume from rank 0's state (which records the number of ranks).
 
 Outside torchrun (no ``WORLD_SIZE`` > 1 in the environment) every function here is a no-op.
 """
@@ -56,10 +51,10 @@ def is_main() -> bool:
 
 @contextlib.contextmanager
 def session(device: torch.device) -> Iterator[None]:
-    """Join torchrun's process group for the block (NCCL on CUDA, gloo on CPU), then leave it.
+    """Join torchrun's process group for the block (NCCL on GPU ``LOCAL_RANK``, gloo on CPU), then leave it.
 
-    On CUDA each rank uses GPU ``LOCAL_RANK``. Joining waits for every rank, so the jobs each rank found
-    unfinished are fixed before any of them writes. Outside torchrun, or when a group exists already: nothing.
+    Joining waits for every rank, so the jobs each rank found unfinished are fixed before any of them writes.
+    Outside torchrun, or when a group exists already: nothing.
     """
     if not launched() or dist.is_initialized():
         yield
@@ -85,10 +80,9 @@ def sum_over_ranks(*values) -> list[torch.Tensor]:
 class ShardedLoader:
     """This rank's slice of every global batch of ``loader`` (a :class:`~classanchor.data.loader.DeviceLoader`).
 
-    Yields ``(x, y)``: rank r's contiguous part of ``torch.tensor_split(batch, world)``; ``loss_scale`` is then
-    ``len(y) * world / len(global batch)`` (the weight that turns DDP's average of the ranks' mean losses into the
-    global batch's mean). Each epoch also seeds this rank's torch RNG (dropout) from (loader seed, epoch, rank),
-    so the ranks draw independent streams and a resumed run draws the ones it would have.
+    Yields rank r's part of ``tensor_split(batch, world)``; ``loss_scale`` is then ``len(y) * world /
+    len(batch)`` (makes DDP's average of the ranks' mean losses the global batch's mean). Each epoch seeds
+    this rank's torch RNG (dropout) from (loader seed, epoch, rank): independent streams, the same on resume.
     """
 
     def __init__(self, loader) -> None:
@@ -113,28 +107,29 @@ class ShardedLoader:
             yield x.tensor_split(self.world)[self.rank], part
 
 
+def _all_sum(x: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
 class _AllSum(torch.autograd.Function):
     """Sum over ranks, differentiable: the gradient of each rank's input is the sum of the ranks' gradients
     (the output is the same on every rank, and every rank's loss depends on it)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
+        return _all_sum(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        return _all_sum(grad)
 
 
 def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Batch norm of ``x`` (B, C, ...) with the mean and variance of the global batch (all ranks' B together).
+    """Batch norm of ``x`` (B, C, ...) in float32 with the mean and variance of the global batch (all ranks).
 
-    Two passes (mean, then mean squared deviation) as the single-process kernel; running statistics get the
-    unbiased variance of the global batch. Computed in float32.
+    Two passes (mean, then mean squared deviation) as torch's kernel; the running variance is unbiased.
     """
     if not self.training:
         return type(self).forward(self, x)
@@ -156,10 +151,10 @@ def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
 
 
 def data_parallel(net: nn.Module) -> nn.Module:
-    """``net`` wrapped in ``DistributedDataParallel``, its batch norm layers normalising over the global batch.
+    """``net`` in ``DistributedDataParallel``, its batch norm layers normalising over the global batch.
 
-    The layers keep their class, parameters and buffers (a saved model is unchanged); undo with
-    :func:`plain_batch_norm`. Buffers are not broadcast: the global statistics are the same on every rank.
+    The layers keep their class, parameters and buffers (undo with :func:`plain_batch_norm`). Buffers are not
+    broadcast: the global statistics are the same on every rank.
     """
     for module in net.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -24,18 +24,8 @@ from .data.preprocess import Preprocessing
 from .metrics import calibrate_threshold, open_set_report
 from .train import to_memory_format, use_channels_last
 
-__all__ = [
-    "CPU_EVAL_BATCH",
-    "DETECTOR_DEFAULTS",
-    "METRIC_KEYS",
-    "SCORE_LABELS",
-    "THRESHOLD_KEYS",
-    "Logits",
-    "aggregate_reports",
-    "load_logits",
-    "network_logits",
-    "open_set_evaluation",
-]
+__all__ = ["CPU_EVAL_BATCH", "DETECTOR_DEFAULTS", "METRIC_KEYS", "SCORE_LABELS", "THRESHOLD_KEYS", "Logits",
+           "aggregate_reports", "load_logits", "network_logits", "open_set_evaluation"]
 
 #: Threshold-free metrics of :func:`open_set_evaluation` (keys of :func:`classanchor.metrics.open_set_report`).
 METRIC_KEYS = ("accuracy", "auroc", "oscr", "fpr_at_95_tpr", "aupr_in", "aupr_out")
@@ -45,8 +35,7 @@ THRESHOLD_KEYS = ("macro_f1", "unknown_recall", "known_acceptance")
 SCORE_LABELS: dict[str, str] = {"cac": "min rejection score (Eq. 11)", "msp": "max softmax probability",
                                 "max_logit": "max logit", "energy": "energy", "openmax": "OpenMax unknown probability",
                                 "class_mean": "distance to the nearest class mean"}
-#: Largest evaluation batch on a CPU: benchmarks/speed.py (classifier32, float32, 2 threads, AMD EPYC AVX2)
-#: evaluated 32 px images at 423-429 images/s in batches of 1000 and 635-639 in batches of 128 (docs/speed.md).
+#: Largest evaluation batch on a CPU: 1.5x faster than batches of 1000 (benchmarks/speed.py, docs/speed.md).
 CPU_EVAL_BATCH = 128
 #: Constructor arguments used when a detector is given by name: the class-mean detectors fall back to all
 #: training samples of a class without a correctly classified one, as the benchmark's evaluation does.
@@ -99,12 +88,9 @@ class Logits:
 @torch.inference_mode()
 def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *, device: torch.device | str = "cpu",
                    batch_size: int = 1000, hflip: bool = False, layout: str | None = None) -> torch.Tensor:
-    """The test-time forward pass: uint8 images -> (N, K) float32 logits on the CPU.
-
-    Every image goes through ``preprocessing`` (resize rule + normalisation, and the mirror average where it
-    says so), in float32, in the memory format :func:`classanchor.train.use_channels_last` picks for
-    ``device``. The evaluation of every job and :class:`classanchor.predictor.OpenSetPredictor` both call this,
-    so a saved model scores an image exactly as it was evaluated (up to float rounding between batch shapes).
+    """The test-time forward pass of the evaluation and the predictor: uint8 images -> (N, K) float32 logits on
+    the CPU, through ``preprocessing`` (resize, normalisation, mirror average where it says so), in the memory
+    format :func:`classanchor.train.use_channels_last` picks for ``device``.
 
     Args:
         images: uint8 ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array or tensor, any ``H x W``.

@@ -1,9 +1,8 @@
 """Where independent jobs run: one after another in this process (default), or as tasks on a Ray cluster.
 
-A :class:`Job` is ``function(*args)`` with a name; the benchmark and the studies hand every unfinished
-(trial, method) training to an executor as one job, and each job writes its own folder of the run folder
-atomically, so it does not matter where it ran. Ray (``pip install classanchor[ray]``) is imported only when
-:class:`RayExecutor` runs jobs. See docs/scale.md.
+A :class:`Job` is ``function(*args)`` with a name: the benchmark and the studies hand each unfinished
+training to an executor as one job, which writes its own job folder atomically wherever it runs. Ray
+(``pip install classanchor[ray]``) is imported only when :class:`RayExecutor` runs jobs. See docs/scale.md.
 
 Example::
 
@@ -28,10 +27,8 @@ EXECUTORS = ("local", "ray")
 
 @dataclass(frozen=True)
 class Job:
-    """``function(*args)``; ``name`` (e.g. ``trial0/cac``) names it in the progress display and in errors.
-
-    For Ray, ``function`` and ``args`` are pickled to a worker: a module-level function and plain values.
-    """
+    """``function(*args)``, named (e.g. ``trial0/cac``) in the progress display and in errors. Ray pickles
+    ``function`` and ``args`` to a worker: a module-level function and plain values."""
 
     name: str
     function: Callable[..., Any]
@@ -87,11 +84,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 class RayExecutor:
     """Each job is a Ray task asking for ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs.
 
-    ``address``: a running cluster (``host:6379``, ``ray://host:10001`` or ``auto``); ``None`` starts Ray on this
-    machine (``ray.init()``, all its CPUs) and stops it afterwards. A Ray instance this process already started
-    is used as it is. A job that raises, or whose worker dies, is run again up to ``max_retries`` times
-    (Ray's ``max_retries`` with ``retry_exceptions``); a job that still fails is reported with its traceback on
-    stderr while the others go on, and :class:`JobsFailed` names them all at the end.
+    ``address``: a running cluster (``host:6379``, ``ray://host:10001`` or ``auto``); ``None`` starts Ray on
+    this machine and stops it afterwards (a Ray instance this process started already is used as it is). A
+    job that raises, or whose worker dies, runs again up to ``max_retries`` times; one that still fails is
+    reported with its traceback while the others go on, and :class:`JobsFailed` names them all at the end.
     """
 
     in_process = False
@@ -121,11 +117,10 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, logging_level="ERROR")
         task = ray.remote(_call).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
                                          retry_exceptions=True)
-        refs = [task.remote(job.function, job.args, max(1, int(self.cpus))) for job in jobs]
-        index = {ref: i for i, ref in enumerate(refs)}
+        waiting = [task.remote(job.function, job.args, max(1, int(self.cpus))) for job in jobs]
+        index = {ref: i for i, ref in enumerate(waiting)}
         results: list = [None] * len(jobs)
         failed: list[str] = []
-        waiting = list(refs)
         try:
             with _bar(len(jobs), progress) as bar:
                 while waiting:
@@ -155,8 +150,7 @@ class RayExecutor:
         """Print the job's traceback; return ``name (Error: first line)``."""
         cause = getattr(err, "cause", None) or err
         tqdm.write(f"job {name} failed after {1 + self.max_retries} attempts:\n{err}", file=sys.stderr)
-        line = str(cause).splitlines()[0] if str(cause) else ""
-        return f"{name} ({type(cause).__name__}: {line})"
+        return f"{name} ({type(cause).__name__}: {(str(cause).splitlines() or [''])[0]})"
 
 
 def make_executor(name: str = "local", *, address: str | None = None, cpus_per_job: int | None = None,

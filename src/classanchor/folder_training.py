@@ -1,12 +1,12 @@
 """``classanchor train``: fit an open-set model on your own image folder with the one pipeline, and save it.
 
-    >>> predictor, metrics = train_on_folder(FolderTrainConfig("photos.zip", "runs/photos",
-    ...                                                        unknown=("fox",)))      # doctest: +SKIP
-
 Steps: read and split the folder (:func:`classanchor.data.folders.load_user_data`), check the backbone, write
 the run folder's config, :func:`classanchor.pipeline.fit_open_set` (resumable: ``out/state.pt``), measure the
 test split (known test images + every image of the unknown classes) at the threshold, save ``out/model``.
 A run folder whose ``metrics.json`` exists is not trained again.
+
+    >>> predictor, metrics = train_on_folder(FolderTrainConfig("photos.zip", "runs/photos",
+    ...                                                        unknown=("fox",)))      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ class FolderTrainConfig:
         channels: 1, 3 or None (automatic: 1 if every image is grey).
         backbone, backbone_kwargs: ``models.registry`` name and its keyword arguments (classifier32 gets
             ``dropout=0.2`` unless given).
-        accept_rate / threshold: share of known validation images the calibrated threshold accepts, or a fixed one.
-        val_fraction, test_fraction: per-class shares of each known class for validation and the test metrics.
-        max_per_class: use at most this many images per class (seeded subset) for quick runs.
+        accept_rate / threshold: share of known validation images the calibrated threshold accepts, or a
+            fixed threshold.
+        val_fraction, test_fraction, max_per_class: per-class shares of each known class for validation and
+            the test metrics; at most this many images per class (seeded subset) for quick runs.
         batch_size, lr: SGD batch size and stage-1 learning rate; flip: random horizontal flips (and mirrored
             copies in the anchor fit; turn off for images whose meaning changes when mirrored, e.g. text).
         seed, device, precision: split / weights / augmentation seed; 'auto', 'cpu', 'cuda', ...; training
@@ -107,9 +108,9 @@ def user_recipe(epochs: int = 30, image_size: int = 32, batch_size: int = 128, l
 def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tuple[OpenSetPredictor, dict]:
     """Fit CAC on an image folder and save the open-set model; returns (OpenSetPredictor, metrics dict).
 
-    ``metrics.json`` holds accuracy on the validation split, the threshold and its calibration, and the test
-    report (accuracy, AUROC and the rest of the open-set report when unknown classes are given, per-class shares)
-    with precision, device, threads and wall times. Nothing is written before the data and the backbone check out.
+    ``metrics.json`` holds the validation accuracy, the threshold and its calibration, the test report (the
+    open-set report when unknown classes are given), precision, device, threads and wall times. Nothing is
+    written before the data and the backbone check out.
     """
     out = Path(config.out)
     device = resolve_device(config.device)
@@ -120,8 +121,8 @@ def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tupl
     start = time.perf_counter()
     data = load_user_data(config.data, config.known, config.unknown, image_size=config.image_size,
                           channels=config.channels, val_fraction=config.val_fraction,
-                          test_fraction=config.test_fraction, max_per_class=config.max_per_class, seed=config.seed,
-                          progress=progress)
+                          test_fraction=config.test_fraction, max_per_class=config.max_per_class,
+                          seed=config.seed, progress=progress)
     read_seconds = time.perf_counter() - start
     backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
     # a wrong backbone or argument fails before anything is written

@@ -1,4 +1,10 @@
-"""Atomic file writes and run folders (config, library version and git commit beside every result)."""
+"""Atomic file writes and run folders (config, library version and git commit beside every result).
+
+Every write goes to a private temporary beside its target and is moved in place with ``os.replace``; a write
+that fails leaves the old file and no temporary, and a full disk, a read-only file system or a missing
+permission becomes one ``OSError`` naming the path and the fix (:func:`write_failure`). The temporaries a
+killed process left behind are removed by the next write of the same target (:func:`clean_stale_temporaries`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import errno
 import io
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -15,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ._version import __version__
@@ -22,40 +30,32 @@ from ._version import __version__
 __all__ = ["atomic_write", "write_json", "write_text", "write_npz", "read_json", "save_torch", "git_commit",
            "run_environment", "RunFolder", "clean_stale_temporaries", "open_run_folder", "write_failure"]
 
-#: When this process imported the library: every temporary it creates is newer, so a leftover older than this
-#: (and older than :data:`STALE_AFTER_S`) was left by an earlier, killed process.
+#: A leftover temporary is stale when last touched before this process started and at least
+#: :data:`STALE_AFTER_S` ago, so a concurrent writer's temporary is never taken away from under it.
 _PROCESS_START = time.time()
-#: A leftover temporary must also be untouched this long before it is removed, so a concurrent writer's
-#: temporary (a second process saving to the same folder) is never taken away from under it.
 STALE_AFTER_S = 300.0
-#: The names of this library's temporaries for a target ``<name>``: ``.<name>.<8 characters>.tmp`` (a file of
-#: :func:`atomic_write` or a folder of a model or report being built) and ``.<name>.<8 characters>.old`` (a
-#: model folder being swapped out). The 8 characters are those of ``tempfile.mkstemp``/``mkdtemp``.
+#: This library's temporaries of a target ``<name>``: ``.<name>.XXXXXXXX.tmp`` (a file or folder being built;
+#: the 8 characters of ``mkstemp``/``mkdtemp``) and ``.<name>.XXXXXXXX.old`` (a model folder swapped out).
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-#: Write errors that are the disk's or the folder's, not the program's: reported by :func:`write_failure`.
+#: Write errors that are the disk's or the folder's, not the program's.
 _NOT_WRITABLE = (*_DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _last_touched(path: Path) -> float:
     """The newest mtime of ``path`` and what lies up to two levels below it (a temporary folder's files)."""
-    newest = path.lstat().st_mtime
+    paths = [path]
     if path.is_dir() and not path.is_symlink():
-        for child in path.iterdir():
-            newest = max(newest, child.lstat().st_mtime)
-            if child.is_dir() and not child.is_symlink():
-                newest = max([newest] + [g.lstat().st_mtime for g in child.iterdir()])
-    return newest
+        children = list(path.iterdir())
+        paths += children + [g for c in children if c.is_dir() and not c.is_symlink() for g in c.iterdir()]
+    return max(p.lstat().st_mtime for p in paths)
 
 
 def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Remove the temporaries an earlier, killed write left in ``folder``; returns what was removed.
+    """Remove the stale temporaries (:data:`_TEMPORARY`, of target ``name`` if given) in ``folder``.
 
-    Only entries named like this library's own temporaries (``.<name>.XXXXXXXX.tmp`` / ``.old``, for the
-    target ``name`` when given) are candidates, and only those last touched before this process started and
-    at least :data:`STALE_AFTER_S` ago: a temporary of this process or of a concurrent writer is never touched.
-    A stale ``.old`` folder still holding the only copy of a model (no ``<name>`` beside it) is kept; loading
-    the model restores it (:mod:`classanchor.model_io`).
+    Returns what was removed. A ``.old`` folder still holding the only copy of a model (no ``<name>`` beside
+    it) is kept: loading the model restores it (:mod:`classanchor.model_io`).
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -84,11 +84,10 @@ def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) 
 
 
 def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
-    """A clear ``OSError`` for a failed write of ``path``: it names the path, the cause and the fix.
+    """A clear ``OSError`` for a failed write of ``path``, naming the path, the cause and the fix.
 
-    ``err`` is an ``OSError`` (disk full or over quota, a read-only file system, no permission) or the error a
-    library raised around one (safetensors' ``SafetensorError``). The result keeps ``errno`` (``ENOSPC`` for a
-    full disk) and has no ``filename``: ``str()`` is the message alone, without the temporary's name.
+    ``err``: an ``OSError`` or an error a library raised around one (safetensors' ``SafetensorError``). The
+    result keeps ``errno`` (``ENOSPC`` for a full disk) and has no ``filename`` (no temporary's name).
     """
     code = getattr(err, "errno", None)
     text = (getattr(err, "strerror", None) or str(err).splitlines()[0]) if str(err) else type(err).__name__
@@ -109,44 +108,48 @@ def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result to ``path`` with ``os.replace``.
 
-    Readers see either the old file or the complete new one, never a half-written file; on an error
-    the temporary file is removed and ``path`` is untouched. A full disk raises an ``OSError`` naming
-    ``path`` (:func:`write_failure`); a ``path`` that is a folder raises ``IsADirectoryError``. Temporaries
-    of ``path`` that an earlier killed process left behind are removed (:func:`clean_stale_temporaries`).
+    Readers see the old file or the complete new one; on an error the temporary is removed and ``path`` is
+    untouched. A ``path`` that is a folder raises ``IsADirectoryError``.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write (nothing was written).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(path.parent, path.name)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise write_failure(path, err) from err
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temporary_sibling(path, _new_file)
     try:
         write(tmp)
         give_usual_permissions(tmp)
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if getattr(err, "errno", None) in _NOT_WRITABLE:
+        if isinstance(err, OSError) and err.errno in _NOT_WRITABLE:
             raise write_failure(path, err) from err
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_file(**names) -> str:
+    fd, name = tempfile.mkstemp(**names)
+    os.close(fd)
+    return name
 
 
-_UMASK = _read_umask()  # read once at import: os.umask is process-global
+def _temporary_sibling(target: Path, make: Callable[..., str]) -> Path:
+    """``make(prefix=, suffix=, dir=)`` a private ``.<name>.XXXXXXXX.tmp`` beside ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(target.parent, target.name)
+    try:
+        return Path(make(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise write_failure(target, err) from err
+
+
+def temporary_sibling_folder(target: str | os.PathLike) -> Path:
+    """A new private folder ``.<name>.XXXXXXXX.tmp`` beside ``target`` to build it in, then swap it in."""
+    return _temporary_sibling(Path(target), tempfile.mkdtemp)
+
+
+_UMASK = os.umask(0)  # read once at import (os.umask is process-global), then restored
+os.umask(_UMASK)
 
 
 def give_usual_permissions(path: str | os.PathLike, *, directory: bool = False) -> None:
@@ -163,17 +166,14 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
+    if hasattr(value, "tolist"):  # torch tensors, numpy arrays and scalars
         return value.tolist()
     return value
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` (dataclasses, numpy and torch values allowed) as indented JSON, atomically."""
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -193,11 +193,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to ``path`` atomically (checkpoints survive a kill mid-write).
-
-    The object is serialised in memory first: torch.save writing to a full disk reports only ``[enforce fail at
-    inline_container.cc]``, a plain write reports ``ENOSPC`` and becomes :func:`write_failure`'s clear message.
-    """
+    """``torch.save`` to ``path`` atomically, serialised in memory first (on a full disk torch.save reports
+    only ``[enforce fail at inline_container.cc]``; a plain write reports ``ENOSPC``)."""
     def write(tmp: Path) -> None:
         buffer = io.BytesIO()
         torch.save(obj, buffer)
@@ -209,48 +206,42 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     """The commit of the git checkout holding this library (with '-dirty' if it has changes), or None.
 
-    Only a source checkout (``src/classanchor`` inside a folder with ``.git``) is asked; an installed package is
-    not. git runs with ``GIT_OPTIONAL_LOCKS=0``, so it never takes ``.git/index.lock`` from the user's own git.
+    Only a source checkout (``src/classanchor`` in a folder with ``.git``) is asked, not an installed package;
+    ``GIT_OPTIONAL_LOCKS=0`` keeps git from taking ``.git/index.lock`` from the user's own git.
     """
     where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
     if cwd is None and not (where.parents[1] / ".git").exists():
         return None
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=5,
+                              check=True, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5,
-                                check=True, env=env).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=5, check=True, env=env).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("-dirty" if dirty else "")
 
 
 def run_environment(device: torch.device | str, precision: str) -> dict:
     """What a result depends on besides its config: precision, device, threads, versions, commit, CPU."""
-    import platform
-
     return {"precision": precision, "device": str(device), "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "classanchor_version": __version__, "git_commit": git_commit(),
             "cpu": _cpu_name() or platform.machine()}
 
 
 def _cpu_name() -> str | None:
-    """The CPU model from /proc/cpuinfo (Linux), e.g. 'AMD EPYC' or 'Intel(R) Xeon(R) ...'; None elsewhere."""
+    """The CPU model from /proc/cpuinfo (Linux), e.g. 'AMD EPYC ...'; None elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
     except OSError:
         return None
-    return None
 
 
 def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
     """``np.savez_compressed`` atomically (numeric arrays only; read back with ``allow_pickle=False``)."""
-    import numpy as np
-
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -261,10 +252,9 @@ def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
 def open_run_folder(path: str | os.PathLike) -> Path:
     """Create the run folder ``path`` (and its parents), or check that the existing folder is one; returns it.
 
-    Refused with an error naming the folder and the fix: a file, a place that cannot be written (read-only, no
-    permission: :func:`write_failure`), and a non-empty folder that is not a run folder, i.e. holds neither a
-    ``config.json`` (a command's) nor a ``study_*.json`` (a study's), hidden entries aside: a run never mixes its
-    files into a folder of other files.
+    Refused, naming the fix: a file, a place that cannot be written, and a folder holding visible entries but
+    neither a ``config.json`` (a command's) nor a ``study_*.json`` (a study's): a run never mixes its files
+    into a folder of other files.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -283,9 +273,8 @@ def open_run_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-#: Config fields that say where the run folder is, not what it holds: reopening it by another path is the same run.
+#: Config fields a reopened run may change: where the folder is, and which trials and methods run (the union).
 _PLACE = ("out",)
-#: Config fields that choose which jobs run: a reopened run may add trials or methods (config.json keeps the union).
 _SELECTION = ("trials", "methods")
 
 
@@ -297,10 +286,8 @@ def _union(before, now):
 
 @dataclasses.dataclass
 class RunFolder:
-    """A folder holding one run: ``config.json`` (config + library version + git commit) and results.
-
-    ``config`` is the recorded config: this session's, with the trials and methods of earlier sessions added.
-    """
+    """A folder holding one run: ``config.json`` (config + library version + git commit) and results;
+    ``config``: this session's config, with the trials and methods of earlier sessions added."""
 
     path: Path
     config: dict = dataclasses.field(default_factory=dict)
@@ -309,31 +296,28 @@ class RunFolder:
     def create(cls, path: str | os.PathLike, config: Any) -> "RunFolder":
         """Create (or reopen) the folder (:func:`open_run_folder`) and write its ``config.json``.
 
-        Reopening with a different config (other than :data:`_PLACE` and :data:`_SELECTION`) raises, naming the
-        fields that differ, so a resumed run can never mix two settings; more trials or methods extend the run.
+        Reopening with another config (beyond :data:`_PLACE` and :data:`_SELECTION`) raises, naming the fields
+        that differ, so a resumed run never mixes two settings.
         """
         folder = cls(open_run_folder(path))
         record = {"config": _jsonable(config), "classanchor_version": __version__, "git_commit": git_commit(),
                   "torch_version": torch.__version__}
         config_path = folder.path / "config.json"
-        if config_path.exists():
-            old = read_json(config_path)
+        old = read_json(config_path) if config_path.exists() else None
+        if old is not None:
             before = old.get("config") if isinstance(old.get("config"), dict) else {}
-            now = record["config"]  # a dataclass: a dict of fields
+            now, free = record["config"], _PLACE + _SELECTION  # now: a dataclass's dict of fields
             differ = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in now.items()
-                      if before.get(key) != value and key not in _PLACE + _SELECTION]
+                      if before.get(key) != value and key not in free]
             differ += [f"{key}: {value!r} there, absent now" for key, value in before.items()
-                       if key not in now and key not in _PLACE + _SELECTION]
+                       if key not in now and key not in free]
             if differ:
                 raise ValueError(
                     f"{config_path} holds a different config than this run ({'; '.join(differ[:4])}); use a new "
-                    "--out folder, the same settings, or delete the old folder to start over."
-                )
-            history = old.get("sessions", [])
+                    "--out folder, the same settings, or delete the old folder to start over.")
             now.update({key: _union(before.get(key), now[key]) for key in _SELECTION if key in now})
-        else:
-            history = []
-        record["sessions"] = history + [{"classanchor_version": __version__, "git_commit": record["git_commit"]}]
+        session = {"classanchor_version": __version__, "git_commit": record["git_commit"]}
+        record["sessions"] = (old or {}).get("sessions", []) + [session]
         write_json(config_path, record)
         folder.config = record["config"]
         return folder
@@ -343,17 +327,3 @@ class RunFolder:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-
-def temporary_sibling_folder(target: str | os.PathLike) -> Path:
-    """A new private folder ``.<name>.XXXXXXXX.tmp`` beside ``target`` to build a folder in before swapping it in.
-
-    Leftovers of earlier failed builds of the same target are removed first (:func:`clean_stale_temporaries`);
-    a full disk or an unwritable parent becomes :func:`write_failure`'s clear error.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(target.parent, target.name)
-    try:
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as err:
-        raise write_failure(target, err) from err

@@ -73,18 +73,12 @@ class Method:
                                          label_smoothing=self.label_smoothing)
             anchor = distances.float().gather(1, labels.unsqueeze(1)).squeeze(1)
             predicted = logits.argmax(dim=1)
-        return BatchLoss(
-            loss=per_sample.mean(),
-            loss_sum=per_sample.detach().sum(),
-            anchor_sum=anchor.detach().sum(),
-            correct=(predicted == labels).sum(),
-        )
+        return BatchLoss(loss=per_sample.mean(), loss_sum=per_sample.detach().sum(),
+                         anchor_sum=anchor.detach().sum(), correct=(predicted == labels).sum())
 
 
-def get_method(
-    name: str, *, anchor_magnitude: float | None = None, anchor_weight: float | None = None,
-    label_smoothing: float = 0.0,
-) -> Method:
+def get_method(name: str, *, anchor_magnitude: float | None = None, anchor_weight: float | None = None,
+               label_smoothing: float = 0.0) -> Method:
     """A method by name, with optional hyperparameter overrides (for the sweep of the paper's Fig. 2)."""
     if name not in METHOD_NAMES:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)}.")

@@ -8,13 +8,10 @@ Folder layout::
                             input size / channels / normalisation, backbone name and kwargs, library version,
                             git commit, training record
 
-The folder is written complete or not at all: both files go to a temporary sibling folder, which then
-replaces the target with ``os.replace`` (an existing *model* folder is swapped out and removed; any other
-existing folder is refused). Between the two renames of that swap the old model lies in a sibling
-``.model.XXXXXXXX.old/model``; a process killed just then leaves no ``model/``, and the next load or save moves
-the old model back. Temporaries a killed save left behind are removed by the next save
-(:func:`classanchor.io.clean_stale_temporaries`). Loading checks the format version, the weights' checksum
-and that every tensor matches the backbone, and raises :class:`ModelFormatError` naming the file and the problem.
+The folder is written complete or not at all: both files go to a temporary sibling folder that replaces the
+target by ``os.replace`` (an old *model* folder is swapped out, :func:`_swap_in`; any other folder is refused).
+Loading checks the format version, the weights' checksum and every tensor against the backbone, and raises
+:class:`ModelFormatError` naming the file and the problem.
 
     >>> save_open_set_model("model", net, ["cat", "dog"], 3.2, {"method": "user"}, spec,
     ...                     "classifier32", {"dropout": 0.2}, {})                    # doctest: +SKIP
@@ -43,16 +40,8 @@ from .io import git_commit, give_usual_permissions, temporary_sibling_folder, wr
 from .models.registry import build_backbone
 from .network import CACNet
 
-__all__ = [
-    "CONFIG_FILE",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "WEIGHTS_FILE",
-    "ModelFormatError",
-    "load_open_set_model",
-    "read_model_card",
-    "save_open_set_model",
-]
+__all__ = ["CONFIG_FILE", "FORMAT_NAME", "FORMAT_VERSION", "WEIGHTS_FILE", "ModelFormatError", "load_open_set_model",
+           "read_model_card", "save_open_set_model"]
 
 FORMAT_NAME = "classanchor-open-set-model"
 FORMAT_VERSION = 2
@@ -273,7 +262,6 @@ def _strings(value) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [s for v in value for s in _strings(v)]
     return []
-
 
 
 def read_model_card(path: str | os.PathLike) -> dict:

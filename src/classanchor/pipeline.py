@@ -11,11 +11,9 @@
    the anchors of Algorithm 1 lines 1-3, also set on the network; for cross-entropy the max softmax score);
 4. the threshold calibrated on the known validation scores (it accepts ``accept_rate`` of them) unless given.
 
-The result is an :class:`OpenSetModel`; :meth:`OpenSetModel.evaluate` gives every open-set metric of a labelled
-test set at once (:func:`classanchor.metrics.open_set_report`) and :meth:`OpenSetModel.save` the model folder
-that :class:`classanchor.predictor.OpenSetPredictor` loads. Logits are always computed in float32 by
-:func:`classanchor.evaluate.network_logits`, the function the predictor uses too, so a saved model scores an
-image as its evaluation did.
+The result is an :class:`OpenSetModel`: :meth:`OpenSetModel.evaluate` gives every open-set metric of a test set
+(:func:`classanchor.metrics.open_set_report`), :meth:`OpenSetModel.save` writes the folder the predictor loads.
+Logits always come from :func:`classanchor.evaluate.network_logits` in float32, as in the predictor.
 
 Example::
 

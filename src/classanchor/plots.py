@@ -2,16 +2,14 @@
 
 Conventions: label -1 = unknown; open-set scores are "higher = more unknown"; accuracies and AUROCs are
 fractions in [0, 1] (shown as percentages). Figures are plain :class:`matplotlib.figure.Figure` objects (no
-pyplot: no GUI backend, no global state) with constrained layout, which also makes room for colorbars and
-outside legends; write them with :func:`save_figure`. A single-axes plot accepts ``ax=`` to draw into an
-existing figure (a panel of a larger one) and then returns ``ax.figure``.
+pyplot, no global state) with constrained layout; write them with :func:`save_figure`. A single-axes plot
+accepts ``ax=`` to draw into an existing figure and then returns ``ax.figure``.
 
 Paper figures: Fig. 1 :func:`decision_regions` + :func:`logit_space` (see ``examples/toy_2d.py``);
 Fig. 2 :func:`hyperparameter_heatmaps`; Fig. 3 :func:`ablation_bars`; Fig. 4 :func:`unknown_confusion`;
 Fig. 5 :func:`image_grid` / :func:`image_rows` with :func:`extremes`. Training: :func:`training_curves`.
 
 Example:
-    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> fig = score_histograms(rng.normal(0, 1, 100), rng.normal(2, 1, 100), threshold=1.5)
     >>> save_figure(fig, "/tmp/classanchor_doctest_hist.png").name
@@ -54,21 +52,14 @@ def _label(name: str) -> str:
 def class_colors(num_classes: int) -> list[tuple[float, float, float]]:
     """One distinct RGB colour per known class: tab10 (up to 10), tab20 (up to 18), then hsv.
 
-    The greys of tab10/tab20 are left out: grey means "unknown" in every plot of this module.
+    The greys of tab10/tab20 are left out (grey means "unknown" in every plot); a dark blue completes tab10.
     """
     from matplotlib import colormaps
 
-    def saturated(palette):
-        return [to_rgb(c) for c in palette if max(to_rgb(c)) - min(to_rgb(c)) > 0.05]
-
-    if num_classes <= 10:
-        palette = saturated(colormaps["tab10"].colors) + [to_rgb("#393b79")]
-    elif num_classes <= 18:
-        palette = saturated(colormaps["tab20"].colors)
-    else:
-        palette = [to_rgb(colormaps["hsv"](i / num_classes)) for i in range(num_classes)]
-    return palette[:num_classes]
-
+    if num_classes > 18:
+        return [to_rgb(colormaps["hsv"](i / num_classes)) for i in range(num_classes)]
+    palette = [*colormaps["tab10" if num_classes <= 10 else "tab20"].colors, "#393b79"]
+    return [c for c in map(to_rgb, palette) if max(c) - min(c) > 0.05][:num_classes]
 
 
 def _wrap(text: str, inches: float, fontsize_pt: float = 12) -> str:
@@ -92,17 +83,13 @@ def _rotate_if_crowded(ax: Axes, names: Sequence[str], slot_inches: float) -> No
             label.set_rotation_mode("anchor")
 
 
-# ---------------------------------------------------------------------------------------------- scores
-
 def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score",
                log_fpr: bool = False, ax: Axes | None = None) -> Figure:
     """ROC curves of several open-set scores, unknown = positive class, with the AUROC in the legend.
 
-    Args:
-        curves: ``{method name: (scores (N,), is_unknown (N,) bool)}``; higher score = more unknown.
-        log_fpr: add a panel with the false positive rate on a log axis (down to one known sample), where
-            curves that all hug the top-left corner (MNIST) separate; needs ``ax=None``.
-    The legend goes beside the axes with more than four curves, under them with two panels.
+    ``curves``: ``{method name: (scores (N,), is_unknown (N,) bool)}``. ``log_fpr`` adds a panel with the
+    false positive rate on a log axis (down to one known sample), where curves that all hug the top-left
+    corner (MNIST) separate; it needs ``ax=None``.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -141,10 +128,9 @@ def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set
                     **labels)
     for panel in axes:
         panel.grid(alpha=0.3)
-    if beside:  # a figure legend: constrained layout makes room for it beside the (square) axes
-        fig.legend(*first.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
-    elif log_fpr:
-        fig.legend(*first.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
+    if beside or log_fpr:  # a figure legend beside the (square) axes or under the two panels
+        placement = {"loc": "outside right upper"} if beside else {"loc": "outside lower center", "ncol": 2}
+        fig.legend(*first.get_legend_handles_labels(), fontsize="small", **placement)
     else:
         first.legend(loc="lower right", fontsize="small")
     return fig
@@ -156,10 +142,8 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
                      ax: Axes | None = None) -> Figure:
     """Overlapping density histograms of the open-set score of knowns and unknowns, on shared bins.
 
-    Args:
-        known_scores, unknown_scores: (N_k,), (N_u,) scores, higher = more unknown.
-        threshold: drawn as a vertical line; samples with ``score >= threshold`` are rejected.
-        log_x: logarithmic score axis with geometric bins (all scores must be > 0), for heavy tails.
+    ``threshold`` is drawn as a vertical line (``score >= threshold`` is rejected); ``log_x``: a log score
+    axis with geometric bins (all scores must be > 0), for heavy tails.
     """
     known = to_numpy(known_scores).astype(np.float64).ravel()
     unknown = to_numpy(unknown_scores).astype(np.float64).ravel()
@@ -193,8 +177,6 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
     return fig
 
 
-# ------------------------------------------------------------------------------------------ logit space
-
 def _projection(logits: np.ndarray, anchors: np.ndarray | None):
     """Identity for K = 2, else a 2-D PCA fitted on the known logits and the anchors."""
     if logits.shape[1] == 2:
@@ -211,16 +193,11 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
                 seed: int = 0, legend: bool = True, ax: Axes | None = None) -> Figure:
     """Scatter of logit vectors coloured by class, anchors as large stars, unknowns in grey (Fig. 1 right).
 
-    K = 2 is drawn directly (axes ``z_1``, ``z_2``); for K > 2 the points are projected on the first two
-    principal components of the known logits together with the anchors (stated in the axis labels).
-
-    Args:
-        logits: (N, K) logits of known samples; labels: (N,) classes 0..K-1 (the true or predicted class).
-        anchors: (K, K) anchors or class means, or None; ``anchor_label`` names them in the legend.
-        class_names: K names; unknown_logits: optional (N_u, K) logits of unknown samples.
-        max_points: at most this many known and this many unknown points are drawn (a fixed random
-            subset), so plots of large test sets stay readable and small.
-        legend: draw the legend (off when several panels share one).
+    ``logits`` (N, K) of known samples with ``labels`` (N,) in 0..K-1; ``anchors`` (K, K) anchors or class
+    means (or None), called ``anchor_label`` in the legend; ``unknown_logits`` (N_u, K) optional. K = 2 is
+    drawn directly; for K > 2 the points are projected on the first two principal components of the known
+    logits and the anchors. At most ``max_points`` known and as many unknown points are drawn (a fixed
+    random subset).
     """
     z = to_numpy(logits).astype(np.float64)
     y = to_numpy(labels).astype(np.int64).ravel()
@@ -241,15 +218,12 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
     colors = class_colors(k)
     size = 8 if z.shape[0] > 1000 else 14
     if u is not None and len(u):
-        pu = project(u[subset(len(u))])
-        ax.scatter(pu[:, 0], pu[:, 1], s=size, c=UNKNOWN_COLOR, marker="x", lw=0.8, alpha=0.6,
+        ax.scatter(*project(u[subset(len(u))]).T, s=size, c=UNKNOWN_COLOR, marker="x", lw=0.8, alpha=0.6,
                    zorder=1, rasterized=True)
     keep = subset(len(z))
     pz, yk = project(z[keep]), y[keep]
     for cls in range(k):
-        mask = yk == cls
-        ax.scatter(pz[mask, 0], pz[mask, 1], s=size, color=colors[cls], alpha=0.7, lw=0,
-                   zorder=2, rasterized=True)
+        ax.scatter(*pz[yk == cls].T, s=size, color=colors[cls], alpha=0.7, lw=0, zorder=2, rasterized=True)
     if c is not None:
         pc = project(c)
         # hollow stars (class-coloured outline on a black one), so a tight cluster inside stays visible
@@ -284,11 +258,9 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
                      ax: Axes | None = None) -> Figure:
     """A 2-D plane coloured by predicted class with the rejected region in grey, points on top (Fig. 1).
 
-    Args:
-        grid_x: (W,) increasing x coordinates of the grid columns; grid_y: (H,) of the rows.
-        predicted: (H, W) predicted class per grid point, -1 where the point is rejected as unknown.
-        points, labels: optional (N, 2) points and their (N,) classes 0..K-1 (e.g. the training data).
-        class_names: K names (default "class 0", ...); K defaults to ``predicted.max() + 1``.
+    ``predicted`` (H, W): the class at each point of the grid ``grid_x`` (W,) x ``grid_y`` (H,), increasing,
+    -1 = rejected; optional ``points`` (N, 2) with ``labels`` (N,) in 0..K-1. K is ``len(class_names)``, by
+    default ``predicted.max() + 1`` (names "class 0", ...).
     """
     gx, gy = to_numpy(grid_x).astype(np.float64).ravel(), to_numpy(grid_y).astype(np.float64).ravel()
     pred = to_numpy(predicted).astype(np.int64)
@@ -312,8 +284,7 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
         p = to_numpy(points).astype(np.float64).reshape(-1, 2)
         lab = to_numpy(labels).astype(np.int64).ravel()
         for cls in range(k):
-            mask = lab == cls
-            ax.scatter(p[mask, 0], p[mask, 1], s=10, color=colors[cls], edgecolors="k", lw=0.3, zorder=2,
+            ax.scatter(*p[lab == cls].T, s=10, color=colors[cls], edgecolors="k", lw=0.3, zorder=2,
                        rasterized=True)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=xlim, ylim=ylim)
     if legend:
@@ -323,8 +294,6 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
         ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.9)
     return fig
 
-
-# ---------------------------------------------------------------------------------- Fig. 4: confusion
 
 def row_normalise(counts) -> np.ndarray:
     """Each row divided by its sum (float64); rows summing to 0 become NaN (shown as "n/a")."""
@@ -343,15 +312,11 @@ def _annotated_heatmap(ax: Axes, values: np.ndarray, fmt, cmap: str, vmin=None, 
                       aspect="auto", interpolation="nearest")
     rows, cols = values.shape
     fontsize = float(np.clip(130 / max(rows, cols, 1), 5.5, 10))
-    for r in range(rows):
-        for c in range(cols):
-            v = values[r, c]
-            if np.isnan(v):
-                ax.text(c, r, "n/a", ha="center", va="center", fontsize=fontsize, color="0.4")
-                continue
-            red, green, blue, _ = image.cmap(image.norm(v))
-            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on a dark cell
-            ax.text(c, r, fmt(v), ha="center", va="center", fontsize=fontsize, color="w" if dark else "k")
+    for (r, c), v in np.ndenumerate(values):
+        red, green, blue, _ = image.cmap(image.norm(v))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on a dark cell
+        text, color = ("n/a", "0.4") if np.isnan(v) else (fmt(v), "w" if dark else "k")
+        ax.text(c, r, text, ha="center", va="center", fontsize=fontsize, color=color)
     return image
 
 
@@ -360,12 +325,9 @@ def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequenc
                       ax: Axes | None = None) -> Figure:
     """The heatmap of the paper's Fig. 4, percentages in the cells.
 
-    Args:
-        matrix: (U, K) row-normalised fractions (:func:`row_normalise` of the counts of
-            :func:`classanchor.metrics.unknown_confusion`); row u = unknown class, column k = known class it
-            was classified as; NaN rows (no unknown of that class accepted) are shown as "n/a".
-        unknown_names, known_names: U and K names.
-        row_totals: optional (U,) number of accepted images per row, shown beside the row names.
+    ``matrix`` (U, K): :func:`row_normalise` of the counts of :func:`classanchor.metrics.unknown_confusion`
+    (row = unknown class, column = the known class it was predicted as; a NaN row, no unknown of that class
+    accepted, shows "n/a"); ``row_totals`` (U,), optional, is shown beside the row names.
     """
     m = to_numpy(matrix).astype(np.float64)
     u, k = len(unknown_names), len(known_names)
@@ -386,8 +348,6 @@ def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequenc
     fig.colorbar(image, ax=ax, label="share of the row's\naccepted unknowns (%)", shrink=0.9)
     return fig
 
-
-# ------------------------------------------------------------------------------ trials and studies
 
 _METRICS = ("closed-set accuracy", "AUROC")  # the two panels of the trial, ablation and sweep figures
 
@@ -432,12 +392,9 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
                title: str = "Accuracy and AUROC per trial") -> Figure:
     """Bars of closed-set accuracy and AUROC for each trial and method, published values as dashed lines.
 
-    Args:
-        per_trial: ``{method: [(accuracy, auroc) of trial 1, ...]}``, fractions in [0, 1].
-        published: ``{method: (accuracy, auroc)}`` from the paper (either may be None), drawn as a dashed
-            line in the method's colour across the panel.
-        trial_labels: tick label of each trial (default "trial 1", "trial 2", ...).
-    The value axis starts near the smallest value (not at 0) so that differences of a few points show.
+    ``per_trial``: ``{method: [(accuracy, auroc) of each trial]}``; ``published``: ``{method: (accuracy,
+    auroc)}`` from the paper (either may be None), a dashed line in the method's colour. The value axis starts
+    near the smallest value (not at 0) so that differences of a few points show.
     """
     names, table = _as_percent_table(per_trial)
     published = dict(published or {})
@@ -484,15 +441,10 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], *,
                     title: str = "Training curves") -> Figure:
     """Per-epoch training history of one or more jobs: loss, validation accuracy, validation anchor loss.
 
-    Args:
-        histories: ``{job: [epoch record, ...]}`` as in ``history.json``: ``epoch``, ``train_loss``,
-            ``val_loss``, ``val_accuracy``, ``val_anchor_loss``, ``stage`` (missing keys are skipped).
-        best_epochs: ``{job: epoch}`` of the kept checkpoint, marked with a ring on every curve.
-        anchor_loss_of: the jobs whose validation anchor loss (mean distance ``d_y`` to the training
-            anchors, the CAC checkpoint rule) is drawn; default all (cross-entropy does not train towards
-            the anchors, so its anchor loss says little).
-    Panels: training (solid) and validation (dashed) loss, validation accuracy (%), validation anchor loss;
-    a dotted vertical line marks where a new training stage starts.
+    ``histories``: ``{job: [epoch record, ...]}`` as in ``history.json`` (missing keys are skipped);
+    ``best_epochs``: ``{job: epoch}`` of the kept checkpoint, ringed on every curve; ``anchor_loss_of``: the
+    jobs whose validation anchor loss (mean ``d_y``, the CAC checkpoint rule) is drawn, default all. A dotted
+    vertical line marks where a new training stage starts.
     """
     names = list(histories)
     if not names:
@@ -512,8 +464,6 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], *,
     stage_starts: set[int] = set()
     for name in names:
         records = list(histories[name])
-        if not records:
-            continue
         epochs, stages = column(records, "epoch"), column(records, "stage")
         stage_starts.update(int(e) for e, a, b in zip(epochs[1:], stages[:-1], stages[1:]) if a != b)
         best = best_epochs.get(name)
@@ -551,11 +501,9 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], *,
 
 def hyperparameter_heatmaps(magnitudes, weights, accuracy, auroc, *,
                             title: str = "Sensitivity of CAC to its hyperparameters") -> Figure:
-    """The paper's Fig. 2: closed-set accuracy and AUROC over anchor magnitude x anchor weight.
+    """The paper's Fig. 2: closed-set accuracy and AUROC over anchor magnitude (M,) x anchor weight (W,).
 
-    Args:
-        magnitudes: (M,) anchor magnitudes (the paper's alpha); weights: (W,) anchor-loss weights (lambda).
-        accuracy, auroc: (M, W) fractions in [0, 1]; NaN for a configuration not run ("n/a").
+    ``accuracy``, ``auroc``: (M, W) fractions in [0, 1]; NaN for a configuration not run ("n/a").
     """
     mags, wts = to_numpy(magnitudes).ravel(), to_numpy(weights).ravel()
     acc, roc = to_numpy(accuracy).astype(np.float64), to_numpy(auroc).astype(np.float64)
@@ -581,10 +529,8 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
                   title: str = "Effect of the two terms of the CAC loss") -> Figure:
     """The paper's Fig. 3: mean +- standard deviation over trials of accuracy and AUROC per loss variant.
 
-    Args:
-        results: ``{variant: [(accuracy, auroc) of each trial]}``, fractions in [0, 1], in the order to
-            draw. The trials are shown as dots; the error bar is the sample standard deviation (ddof = 1;
-            none for one trial).
+    ``results``: ``{variant: [(accuracy, auroc) of each trial]}`` in drawing order. The trials are shown as
+    dots; the error bar is the sample standard deviation (ddof = 1; none for one trial).
     """
     names, table = _as_percent_table(results)
     colors = class_colors(max(len(names), 1))
@@ -598,9 +544,8 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
         ax.bar(x, means, yerr=stds, capsize=6, color=colors, edgecolor="k", lw=0.6, width=0.6,
                error_kw={"lw": 1.4})
         for i in range(len(names)):
-            trial_values = values[i][np.isfinite(values[i])]
-            ax.scatter(np.full(trial_values.size, x[i]) + np.linspace(-0.12, 0.12, trial_values.size),
-                       trial_values, s=14, color="k", zorder=3)
+            dots = values[i][np.isfinite(values[i])]  # one per trial, spread a little
+            ax.scatter(x[i] + np.linspace(-0.12, 0.12, dots.size), dots, s=14, color="k", zorder=3)
             if np.isfinite(means[i]):
                 ax.annotate(f"{means[i]:.1f}", (x[i], means[i] + stds[i]), textcoords="offset points",
                             xytext=(0, 4), ha="center", fontsize="small")
@@ -616,8 +561,6 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
     fig.suptitle(title)
     return fig
 
-
-# ------------------------------------------------------------------------------------- Fig. 5: images
 
 def extremes(scores, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the ``n`` highest scores (highest first) and the ``n`` lowest (lowest first).
@@ -642,6 +585,15 @@ def _as_images(images, what: str) -> np.ndarray:
     return imgs
 
 
+def _captioned(images, captions: Sequence[str], what: str, cell_inches: float) -> tuple[np.ndarray, list]:
+    """Images checked by :func:`_as_images` and their captions wrapped to the cell (line breaks kept)."""
+    imgs = _as_images(images, what)
+    if len(captions) != len(imgs):
+        raise ValueError(f"{len(imgs)} {what} but {len(captions)} captions.")
+    width = max(12, int(cell_inches * 11))
+    return imgs, ["\n".join(textwrap.fill(line, width) for line in c.splitlines()) for c in captions]
+
+
 def _draw_images(axes, imgs: np.ndarray, captions: Sequence[str]) -> None:
     """Image i in ``axes[i]`` (no ticks) with ``captions[i]`` below it; the axes left over are hidden."""
     for i, ax in enumerate(axes):
@@ -659,21 +611,15 @@ def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = 
                cell_inches: float = 2.0) -> Figure:
     """Images in a grid, each with its caption below (Fig. 5: predicted class and rejection score).
 
-    Args:
-        images: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey images.
-        captions: N strings, wrapped to the cell width.
+    ``images``: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey; N ``captions``.
     """
-    imgs = _as_images(images, "images")
-    if len(captions) != len(imgs):
-        raise ValueError(f"{len(imgs)} images but {len(captions)} captions.")
+    imgs, captions = _captioned(images, captions, "images", cell_inches)
     ncols = max(1, min(ncols, len(imgs)))
     nrows = max(1, math.ceil(len(imgs) / ncols))
-    width = max(12, int(cell_inches * 11))
-    wrapped = [textwrap.wrap(c, width) for c in captions]
-    lines = max((len(w) for w in wrapped), default=1)
+    lines = max((c.count("\n") + 1 for c in captions), default=1)
     fig = Figure(figsize=(cell_inches * ncols, (cell_inches + 0.18 * lines + 0.1) * nrows + 0.5),
                  layout="constrained")
-    _draw_images(fig.subplots(nrows, ncols, squeeze=False).ravel(), imgs, ["\n".join(w) for w in wrapped])
+    _draw_images(fig.subplots(nrows, ncols, squeeze=False).ravel(), imgs, captions)
     fig.suptitle(title)
     return fig
 
@@ -682,25 +628,13 @@ def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str 
                cell_inches: float = 1.6) -> Figure:
     """Several titled rows of captioned images in one figure (Fig. 5: one row per group of extremes).
 
-    Args:
-        rows: ``[(row title, images, captions), ...]``; images as for :func:`image_grid`, one caption per
-            image (its line breaks are kept). Rows may hold different numbers of images (an empty row shows
-            "no images"); the grid is as wide as the longest row.
+    ``rows``: ``[(row title, images, captions), ...]`` as for :func:`image_grid`. Rows may hold different
+    numbers of images (an empty row shows "no images"); the grid is as wide as the longest row.
     """
-    rows = list(rows)
-    if not rows:
+    prepared = [(name, *_captioned(images, captions, f"images of row {name!r}", cell_inches))
+                for name, images, captions in rows]
+    if not prepared:
         raise ValueError("image_rows needs at least one row.")
-    width = max(12, int(cell_inches * 11))
-
-    def wrap(caption: str) -> str:  # keeps the caption's own line breaks
-        return "\n".join("\n".join(textwrap.wrap(line, width)) for line in caption.splitlines())
-
-    prepared = []
-    for name, images, captions in rows:
-        imgs = _as_images(images, f"images of row {name!r}")
-        if len(captions) != len(imgs):
-            raise ValueError(f"row {name!r} has {len(imgs)} images but {len(captions)} captions.")
-        prepared.append((name, imgs, [wrap(c) for c in captions]))
     ncols = max(1, max(len(imgs) for _, imgs, _ in prepared))
     lines = max((c.count("\n") + 1 for _, _, captions in prepared for c in captions), default=1)
     row_height = cell_inches + 0.17 * lines + 0.45
@@ -714,8 +648,6 @@ def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str 
     fig.suptitle(title)
     return fig
 
-
-# ------------------------------------------------------------------------------------------- saving
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     """Write ``fig`` as a PNG atomically (:func:`classanchor.io.atomic_write`) and close it in pyplot if it

@@ -117,17 +117,9 @@ def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
 
 
 class OpenSetPredictor:
-    """A trained CAC network with its class names, threshold and input preparation.
-
-    Build it with :meth:`load` (a saved model folder) or directly from an in-memory network.
-
-    Args:
-        net: the network with its re-fitted anchors.
-        class_names: K names. threshold: accept as known when the score is below it (settable).
-        spec: the input: ``spec.size`` S, ``spec.mean`` / ``spec.std`` per channel in [0, 1] units.
-        channels: 1 (grey) or 3 (RGB) input channels.
-        device: where the network runs.
-    """
+    """A trained CAC network (with its re-fitted anchors), its K class names, threshold (accept as known when the
+    score is below it; settable) and :class:`Preprocessing`. Build it with :meth:`load` (a saved model folder),
+    :meth:`from_model` or directly; ``card`` is the loaded model.json."""
 
     def __init__(self, net: CACNet, class_names: Sequence[str], threshold: float, preprocessing: Preprocessing,
                  *, device: torch.device | str = "cpu", card: dict | None = None):

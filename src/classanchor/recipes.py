@@ -7,15 +7,11 @@ weight decay, batch 128, augmentation). Where they differ we follow the code:
   for 35 (MNIST) and 25 (SVHN) epochs.
 - The paper says "train until convergence"; the code keeps the epoch with the best validation anchor loss.
 
-``fast``: quality per CPU-second (issue 11). The data, augmentation, loss and checkpoint rule of the paper,
-with the small residual network ``resnet9`` (:mod:`classanchor.models.resnet9`) instead of classifier32,
-trained in ONE stage with a one-cycle schedule (linear warm-up to a peak learning rate 5x the paper's, then
-cosine annealing to ~0), Nesterov momentum and weight decay 5e-4, for a fraction of the epochs; where the
-training images are flipped, test-time mirror averaging (``test_time_flip``: +0.5 accuracy and AUROC points on
-CIFAR10 trial 0). Measured (2 CPU threads, float32; docs/results.md): MNIST (width 16, native 28 px, 3 epochs:
-five trials), CIFAR10 (15 epochs, below the paper's quality; a padded random crop instead of the paper's
-augmentation gave the same numbers) and TinyImageNet (trial 0). SVHN's and CIFAR+'s settings are guesses (no data
-here).
+``fast``: quality per CPU-second. The paper's data, augmentation, loss and checkpoint rule with the small
+residual network ``resnet9`` instead of classifier32, trained in ONE one-cycle stage (linear warm-up to 5x the
+paper's learning rate, cosine annealing to ~0), Nesterov momentum, weight decay 5e-4, few epochs; test-time
+mirror averaging where training flips images. Measured in docs/results.md (MNIST, CIFAR10, TinyImageNet); the
+SVHN and CIFAR+ settings are untested guesses (no data here).
 """
 
 from __future__ import annotations

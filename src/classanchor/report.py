@@ -1,21 +1,16 @@
 """The report of a run folder: one self-contained HTML page with the config, the tables and every figure.
 
-``write_report(run_dir)`` reads what the benchmark (and the studies) wrote into a run folder (layout in
-:mod:`classanchor.benchmark`) and writes ``run_dir/report/``: ``index.html``, with every figure embedded as
-a base64 ``data:`` URI so that the page can be mailed or archived on its own; the same figures as PNG files
-beside it; ``summary.json`` with the numbers they are drawn from (thresholds, acceptance rates, confusion
-counts, the indices of the Fig. 5 images).
+``write_report(run_dir)`` reads a run folder of the benchmark and the studies (layout in
+:mod:`classanchor.benchmark`) and writes ``run_dir/report/``: ``index.html`` with every figure embedded as a
+base64 ``data:`` URI (the page can be mailed or archived alone), the same PNGs beside it, and
+``summary.json`` with the numbers they are drawn from (thresholds, acceptance rates, confusion counts, the
+indices of the Fig. 5 images).
 
-Everything comes from what the jobs saved: their scores, predictions and anchors (``logits.npz``), threshold
-and calibration (``result.json``) and ``history.json``; the network is not run again. The threshold accepts
-``ACCEPT_RATE`` = 95% of the known validation images; a sample is accepted as known when ``score <
-threshold``. Only Fig. 5 needs the test images, re-read from the ``data_root`` of ``config.json`` (or the
-``data_root`` argument). A missing optional file skips its section with a one-line note on the page.
-
-Example::
-
-    from classanchor.report import write_report
-    page = write_report("runs/mnist")        # runs/mnist/report/index.html
+Everything comes from what the jobs saved (``logits.npz``, ``result.json``, ``history.json``); the network is
+not run again. The threshold accepts ``ACCEPT_RATE`` = 95% of the known validation images; a sample is
+accepted as known when ``score < threshold``. Only Fig. 5 needs the test images, re-read from the
+``data_root`` of ``config.json`` (or the ``data_root`` argument). A missing optional file skips its section
+with a one-line note on the page.
 """
 
 from __future__ import annotations
@@ -53,20 +48,14 @@ _TRIAL_DIR = re.compile(r"^trial(\d+)$")
 _BENCHMARK_FILES = {"config.json", "results.json", "table.md"}
 
 
-# ------------------------------------------------------------------------------------------ numbers
-
 @dataclass
 class JobScores:
     """Open-set decisions of one job on its test set, from its saved logits.
 
-    Attributes:
-        detector: registry name of the score (``cac`` or ``msp``).
-        predictions, scores: (N_te,) closed-set prediction and open-set score (higher = more unknown).
-        is_unknown: (N_te,) bool, test label -1.
-        threshold: accepts ``ACCEPT_RATE`` of the validation knowns; None without validation logits.
-        val_acceptance: share of validation knowns with ``score < threshold`` (None without them).
-        means: (K, K) the job's anchors (CAC family) or class means of the correctly classified training
-            logits (cross-entropy), for the logit-space plot.
+    ``predictions``, ``scores`` (higher = more unknown) and ``is_unknown`` (label -1) are (N_te,) arrays;
+    ``threshold`` accepts ``ACCEPT_RATE`` of the validation knowns, ``val_acceptance`` is the share it accepts
+    (both None without validation logits); ``means`` (K, K) are the anchors (CAC family) or the class means of
+    the correctly classified training logits (cross-entropy), for the logit-space plot.
     """
 
     detector: str
@@ -79,10 +68,8 @@ class JobScores:
 
 
 def job_scores(logits: Logits, result: dict) -> JobScores:
-    """Predictions, scores and threshold of one job as its pipeline stored them (``logits.npz`` with its
-    ``test_scores`` and ``test_predictions``, and ``result.json``). Nothing is re-fitted: only the class
-    means drawn for a cross-entropy job in the logit-space plot are computed here (a plot, not a result).
-    """
+    """Predictions, scores and threshold of one job as its pipeline stored them (``logits.npz``,
+    ``result.json``); nothing is re-fitted but the class means a cross-entropy job shows in the logit plot."""
     from .heads import fit_anchors
 
     means = logits.anchors if logits.anchors is not None else fit_anchors(
@@ -93,8 +80,6 @@ def job_scores(logits: Logits, result: dict) -> JobScores:
                      (result.get("open_set") or {}).get("threshold"), calibration.get("achieved_accept_rate"),
                      means.numpy())
 
-
-# ---------------------------------------------------------------------------------------- run folder
 
 @dataclass
 class _Job:
@@ -122,28 +107,21 @@ class _Job:
             return None
         logits = load_logits(path)
         if logits.test_scores is None or logits.test_predictions is None:
-            result = self.path / "result.json"
             raise ValueError(f"{path} holds no stored scores (written by an older classanchor); delete "
-                             f"{result} and run the benchmark again to re-evaluate the job.")
+                             f"{path.with_name('result.json')} and run the benchmark again to re-evaluate the "
+                             "job.")
         return logits
 
-    def history(self) -> list | None:
-        path = self.path / "history.json"
-        return read_json(path) if path.exists() else None
+
+def _json_or_none(path: Path):
+    return read_json(path) if path.exists() else None
 
 
 def _find_jobs(run: Path) -> list[_Job]:
     """Every finished job (``trial*/<job>/result.json``), ordered by trial, then cac, ce, others."""
     order = {"cac": 0, "ce": 1, "anchor": 2, "tuplet": 3}
-    jobs = []
-    for trial_dir in run.iterdir():
-        match = _TRIAL_DIR.match(trial_dir.name)
-        if not (match and trial_dir.is_dir()):
-            continue
-        for job_dir in trial_dir.iterdir():
-            result = job_dir / "result.json"
-            if result.exists():
-                jobs.append(_Job(int(match.group(1)), job_dir.name, job_dir, read_json(result)))
+    jobs = [_Job(int(trial.group(1)), path.parent.name, path.parent, read_json(path))
+            for path in run.glob("trial*/*/result.json") if (trial := _TRIAL_DIR.match(path.parts[-3]))]
     return sorted(jobs, key=lambda j: (j.trial, order.get(j.job, 9), j.job))
 
 
@@ -151,13 +129,9 @@ def _study_files(run: Path) -> list[Path]:
     """What studies wrote: the ``.json`` / ``.md`` files at the top of the run folder but the benchmark's
     own, and those in top-level folders named study*, compare*, ablation* or sweep*."""
     folders = re.compile(r"^(study|compare|ablation|sweep)", re.IGNORECASE)
-    found = []
-    for path in sorted(run.iterdir()):
-        if path.is_file() and path.suffix in (".json", ".md") and path.name not in _BENCHMARK_FILES:
-            found.append(path)
-        elif path.is_dir() and folders.match(path.name):
-            found.extend(p for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".md"))
-    return found
+    groups = (sorted(path.iterdir()) if path.is_dir() and folders.match(path.name) else [path]
+              for path in sorted(run.iterdir()) if path.name not in _BENCHMARK_FILES)
+    return [p for group in groups for p in group if p.is_file() and p.suffix in (".json", ".md")]
 
 
 def _study_pairs(study_files: list[Path]) -> dict[int, list[tuple[str, str]]]:
@@ -176,8 +150,6 @@ def _study_pairs(study_files: list[Path]) -> dict[int, list[tuple[str, str]]]:
                     pairs[int(row["trial"])].append(pair)
     return pairs
 
-
-# -------------------------------------------------------------------------------------------- HTML
 
 class _Page:
     """Collects the HTML of the page and the figures (saved as PNG beside it and embedded)."""
@@ -224,17 +196,14 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
 
 
 def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
 def _markdown_kind(line: str) -> str:
     """What a stripped Markdown line belongs to: "" (blank), "h", "table", "ul" or "p"."""
-    if not line:
-        return ""
-    return "h" if line.startswith("#") else "table" if line.startswith("|") else (
-        "ul" if line.startswith(("- ", "* ")) else "p")
+    kinds = {"#": "h", "|": "table", "- ": "ul", "* ": "ul"}
+    return next((kind for start, kind in kinds.items() if line.startswith(start)), "p" if line else "")
 
 
 def markdown_to_html(text: str) -> str:
@@ -265,16 +234,12 @@ def _html_table(header: list[str], rows: list[list]) -> str:
 
 
 def _kv_table(rows: list[tuple[str, object]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(_short(v))}</code></td></tr>"
+    """A table of (name, value) rows; a value that is not a string is shown as JSON."""
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>"
+                   f"{html.escape(v if isinstance(v, str) else json.dumps(v))}</code></td></tr>"
                    for k, v in rows)
     return f"<table>{body}</table>"
 
-
-def _short(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-# ------------------------------------------------------------------------------------------ sections
 
 def _config_section(page: _Page, record: dict | None) -> dict:
     page.heading("Configuration")
@@ -350,10 +315,8 @@ def _extremes_rows(scores: JobScores, labels: np.ndarray, classes: np.ndarray, i
     """The four rows of Fig. 5 and the indices (into the test set) they show."""
 
     def caption(i: int) -> str:
-        if labels[i] < 0:
-            true = f"{unknown_name.get(int(classes[i]), classes[i])} (unknown)"
-        else:
-            true = known[labels[i]]
+        unknown = f"{unknown_name.get(int(classes[i]), classes[i])} (unknown)"
+        true = known[labels[i]] if labels[i] >= 0 else unknown
         verdict = "" if scores.threshold is None else (
             "\nrejected" if scores.scores[i] >= scores.threshold else "\naccepted")
         return (f"true: {true}\npredicted: {known[scores.predictions[i]]}\n"
@@ -375,11 +338,9 @@ def _extremes_rows(scores: JobScores, labels: np.ndarray, classes: np.ndarray, i
 def _histogram_scale(scores: JobScores) -> tuple[np.ndarray, float | None, str, bool]:
     """Scores as the histogram shows them: (values, threshold, axis name, log axis).
 
-    The CAC score spans decades, so it is drawn on a log axis when it is positive and spread out. The MSP
-    score ``-p`` of a trained network piles up at -1; it is drawn as ``1 - p`` on a log axis instead. The
-    shift by 1 is exact for float32 scores held in float64, and ``1 - p = 0`` (p rounded to 1 in float32) is
-    drawn at 2^-25, below the smallest non-zero value 2^-24, so which side of the threshold a sample falls
-    on is unchanged.
+    The CAC score spans decades: a log axis when it is positive and spread out. The MSP score ``-p`` piles up
+    at -1, so it is drawn as ``1 - p`` on a log axis: the shift is exact for float32 scores in float64, and
+    ``1 - p = 0`` is drawn at 2^-25 (below the smallest non-zero 2^-24), so no sample changes side.
     """
     values = scores.scores.astype(np.float64)
     if scores.detector == "msp":
@@ -449,7 +410,7 @@ def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, conf
             "Each row: the unknown test images of one class that were accepted as known at the calibrated "
             "threshold; the cells give the share of them predicted as each known class (the paper's Fig. 4).")
 
-    history = job.history()
+    history = _json_or_none(job.path / "history.json")
     if history:
         best = job.result.get("best_epoch")
         page.figure(f"{prefix}_training", plots.training_curves(
@@ -480,10 +441,7 @@ def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, conf
 def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data_root, images_cache: dict,
                    studied: list[tuple[str, str]]) -> tuple[list[dict], list[str]]:
     """ROC of every score of the trial, then each default job's figures; returns the summaries and ROC names.
-
-    ``studied``: (job, detector) pairs a study evaluated on this trial; those beyond each job's own score
-    are added to the ROC (computed here from the job's logits).
-    """
+    The ROC adds the ``studied`` (job, detector) pairs a study evaluated beyond each job's own score."""
     from .detectors import make_detector
 
     others = [j.job for j in jobs if not j.is_default]
@@ -570,21 +528,14 @@ def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list
         page.text("Study result files: " + ", ".join(listed) + ".")
 
 
-# ------------------------------------------------------------------------------------------ the API
-
 def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
-    """Write the HTML report of a run folder and the PNGs beside it; returns the path of ``index.html``.
+    """Write the HTML report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``); returns the path
+    of ``index.html``. ``data_root``: where to read the Fig. 5 test images (default: from ``config.json``).
 
-    The report is built in a temporary sibling folder (``.<out name>.XXXXXXXX.tmp``) and moved into
-    ``out_dir`` only when complete (:func:`_move_into`): a failure (a damaged ``logits.npz``, a full disk)
-    writes nothing and leaves an earlier report as it was.
-
-    Args:
-        run_dir: a folder written by ``classanchor benchmark`` (or the studies).
-        out_dir: where to write (default ``run_dir/report``).
-        data_root: where to read the test images for Fig. 5 (default: ``data_root`` of ``config.json``).
-    Raises FileNotFoundError when ``run_dir`` is not a folder, ValueError when it holds no finished job or a
-    job's files are damaged (naming the file); anything else missing only skips its section.
+    Built in a temporary sibling folder and moved in only when complete: a failure (a damaged ``logits.npz``,
+    a full disk) leaves an earlier report as it was. Raises FileNotFoundError when ``run_dir`` is not a
+    folder, ValueError when it holds no finished job or a job's files are damaged (naming the file); anything
+    else missing only skips its section.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -624,7 +575,7 @@ def _move_into(build: Path, out: Path) -> None:
             out.mkdir(parents=True, exist_ok=True)  # created meanwhile: fall through to file by file
     new = {p.name for p in build.iterdir()}
     try:
-        old = read_json(out / "summary.json").get("figures", []) if (out / "summary.json").exists() else []
+        old = (_json_or_none(out / "summary.json") or {}).get("figures", [])
     except (ValueError, AttributeError):
         old = []
     for name in old if isinstance(old, list) else []:
@@ -636,7 +587,7 @@ def _move_into(build: Path, out: Path) -> None:
 
 def _build_report(run: Path, out: Path, jobs: list[_Job], data_root) -> None:
     """Write the report of ``run`` (its finished ``jobs``) into the empty folder ``out``."""
-    record = read_json(run / "config.json") if (run / "config.json").exists() else None
+    record = _json_or_none(run / "config.json")
     dataset = (record or {}).get("config", {}).get("dataset") or jobs[0].result.get("dataset")
     page = _Page(out)
     page.text(f"Run folder {run.resolve()}; dataset {dataset or 'unknown'}; report written "
@@ -647,9 +598,7 @@ def _build_report(run: Path, out: Path, jobs: list[_Job], data_root) -> None:
     study_files = _study_files(run)
     studied = _study_pairs(study_files)
     _trial_bars_section(page, jobs, dataset)
-    summaries: list[dict] = []
-    roc: dict[str, list[str]] = {}
-    images_cache: dict = {}
+    summaries, roc, images_cache = [], {}, {}  # roc: {trial: ROC curve names}
     with torch.inference_mode():
         for trial in sorted({j.trial for j in jobs}):
             page.heading(f"Trial {trial}")

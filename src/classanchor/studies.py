@@ -1,32 +1,19 @@
 """The paper's comparisons as resumable studies over trials, written into a benchmark run folder.
 
-Three studies, each a list of (training job, open-set detector) pairs evaluated on every trial:
+Each study is a list of (training job, open-set detector) pairs evaluated on every trial:
 
-- ``compare`` (Table 2, Section 5.1): the CAC network scored by its rejection score (Eq. 11), and the
-  cross-entropy network scored post hoc by MSP, max-logit, energy, OpenMax and class-mean distance (plus
-  the class-mean distance and OpenMax on the CAC network);
+- ``compare`` (Table 2, Section 5.1): the CAC network by its rejection score (Eq. 11) and the cross-entropy
+  network by MSP, max-logit, energy, OpenMax and class-mean distance (plus the latter two on the CAC network);
 - ``ablation`` (Fig. 3): CAC (Eq. 8) against its anchor term alone (Eq. 6) and its tuplet term alone (Eq. 7);
 - ``sweep`` (Fig. 2): one CAC network per (anchor magnitude alpha, anchor weight lambda) cell.
 
-Every network is trained by :func:`classanchor.benchmark.run_job` into the benchmark's layout
-(``out/trial{t}/{job}/``), so a study pointed at a benchmark's run folder reuses its networks, and a job
-(method, dataset, trial, hyperparameters) is trained at most once per folder whichever study asks for it.
-The missing networks are trained first, all together on the study's executor
-(:func:`classanchor.benchmark.train_missing`: in this process, on Ray, or under torchrun).
-Scores are computed afterwards from each job's ``logits.npz`` (:func:`classanchor.evaluate.open_set_evaluation`);
-the threshold is calibrated on the known validation logits.
-
-Files a study ``<name>`` adds to the run folder::
-
-    study_<name>.json                  the study's config, its training settings, library version, git commit,
-                                       one entry per session
-    <name>.json                        per-trial reports and mean ± std per (job, detector)
-    <name>.md                          the Markdown tables
-    trial{t}/<name>_confusion.json     unknown-to-known confusion (Fig. 4) per (job, detector)
-
-The training settings (dataset, recipe, epochs_scale, seed, backbone) decide what a job folder holds, so a
-study refuses a folder whose ``config.json`` (written by the benchmark) or other ``study_*.json`` records
-different ones.
+The networks live in the benchmark's layout (``out/trial{t}/{job}/``): a job is trained at most once per
+folder, whichever study or benchmark asks for it (:func:`classanchor.benchmark.train_missing`), and a folder
+recording other training settings (:data:`TRAINING_KEYS`) is refused. Scores come from each job's
+``logits.npz``, the threshold calibrated on the known validation logits. A study ``<name>`` adds
+``study_<name>.json`` (its config and sessions), ``<name>.json`` (per-trial reports, mean ± std per (job,
+detector)), ``<name>.md`` (the tables) and ``trial{t}/<name>_confusion.json`` (unknown-to-known confusion,
+Fig. 4).
 """
 
 from __future__ import annotations
@@ -34,7 +21,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +29,7 @@ import torch
 
 from ._version import __version__
 from . import distributed
-from .benchmark import PUBLISHED, job_dir, job_name, train_missing
+from .benchmark import PUBLISHED, RunSettings, job_dir, job_name, per_trial_lines, train_missing
 from .data.splits import get_benchmark
 from .detectors import make_detector
 from .evaluate import DETECTOR_DEFAULTS, METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
@@ -51,31 +38,15 @@ from .methods import Method, get_method
 from .pipeline import ACCEPT_RATE
 from .recipes import Recipe, get_recipe
 
-__all__ = [
-    "ABLATION_METHODS",
-    "COMPARE_DETECTORS",
-    "SWEEP_MAGNITUDES",
-    "SWEEP_WEIGHTS",
-    "TRAINING_KEYS",
-    "Entry",
-    "StudyConfig",
-    "ablation_entries",
-    "compare_entries",
-    "format_study_table",
-    "run_ablation",
-    "run_compare",
-    "run_study",
-    "run_sweep",
-    "sweep_entries",
-]
+__all__ = ["ABLATION_METHODS", "COMPARE_DETECTORS", "SWEEP_MAGNITUDES", "SWEEP_WEIGHTS", "TRAINING_KEYS",
+           "Entry", "StudyConfig", "ablation_entries", "compare_entries", "format_study_table",
+           "run_ablation", "run_compare", "run_study", "run_sweep", "sweep_entries"]
 
 #: Settings that decide what a job folder holds; every study and benchmark sharing a folder must agree.
 TRAINING_KEYS = ("dataset", "recipe", "epochs_scale", "seed", "backbone", "backbone_kwargs", "precision")
 #: Detectors of the methods comparison, per training method (the first one of each network is its own score).
 COMPARE_DETECTORS: dict[str, tuple[str, ...]] = {
-    "cac": ("cac", "class_mean", "openmax"),
-    "ce": ("msp", "max_logit", "energy", "openmax", "class_mean"),
-}
+    "cac": ("cac", "class_mean", "openmax"), "ce": ("msp", "max_logit", "energy", "openmax", "class_mean")}
 ABLATION_METHODS = ("cac", "anchor", "tuplet")
 SWEEP_MAGNITUDES = (5.0, 10.0, 20.0)  # alpha; the paper's Fig. 2 spans 5..20
 SWEEP_WEIGHTS = (0.05, 0.1, 0.2, 0.4, 0.8)  # lambda; the paper's Fig. 2 spans 0.05..0.8
@@ -87,39 +58,16 @@ METRIC_LABELS = {"accuracy": "accuracy", "auroc": "AUROC", "oscr": "OSCR", "fpr_
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """Where and how a study trains and evaluates (the benchmark's options, same meaning and defaults).
+class StudyConfig(RunSettings):
+    """Where and how a study trains (the benchmark's options; a benchmark's ``out`` reuses its networks), and
+    ``accept_rate``: the share of known validation samples the calibrated threshold accepts."""
 
-    Attributes:
-        dataset: benchmark name (MNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet).
-        data_root: folder with the dataset files (read only when a job must be trained).
-        out: run folder; a benchmark's folder to reuse its networks.
-        trials: standard trials to evaluate.
-        recipe, epochs_scale, seed, backbone, backbone_kwargs, precision: the training settings (:data:`TRAINING_KEYS`).
-        device, compile, eval_batch_size: how to train (do not change the results' identity).
-        accept_rate: share of known validation samples accepted by the calibrated threshold.
-    """
-
-    dataset: str
-    data_root: str
-    out: str
-    trials: tuple[int, ...] = (0, 1, 2, 3, 4)
-    recipe: str = "paper"
-    epochs_scale: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    compile: bool = False
-    backbone: str | None = None  # None: the recipe's
-    backbone_kwargs: dict = field(default_factory=dict)
-    precision: str = "auto"
-    eval_batch_size: int = 1000
     accept_rate: float = ACCEPT_RATE
 
     def training(self) -> dict:
         """The :data:`TRAINING_KEYS` of this config, with the dataset's canonical name."""
         values = {key: getattr(self, key) for key in TRAINING_KEYS}
-        values["dataset"] = get_benchmark(self.dataset).name
-        return values
+        return values | {"dataset": get_benchmark(self.dataset).name}
 
 
 @dataclass(frozen=True)
@@ -136,6 +84,12 @@ class Entry:
     @property
     def key(self) -> str:
         return f"{self.job}/{self.detector}"
+
+    @property
+    def ids(self) -> dict:
+        """The identifiers of this row in a study's output."""
+        return {"job": self.job, "method": self.method.name, "detector": self.detector,
+                "anchor_magnitude": self.method.anchor_magnitude, "anchor_weight": self.method.anchor_weight}
 
 
 def compare_entries(detectors: dict[str, Sequence[str]] | None = None) -> list[Entry]:
@@ -163,13 +117,14 @@ def sweep_entries(magnitudes: Sequence[float] = SWEEP_MAGNITUDES, weights: Seque
 
 
 # ---- the run folder ------------------------------------------------------------------------------------
-def _check_training(folder: Path, training: dict) -> None:
-    """Refuse a folder whose benchmark config or other studies were trained with other settings."""
-    records = []
+def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
+    """Write (or extend) ``study_<name>.json`` in the run folder, returned; refused when its benchmark
+    ``config.json`` or other ``study_*.json`` record other training settings."""
+    folder = open_run_folder(config.out)
+    training = config.training()
+    records = [(p.name, read_json(p).get("training", {})) for p in sorted(folder.glob("study_*.json"))]
     if (folder / "config.json").exists():
-        records.append(("config.json", read_json(folder / "config.json").get("config", {})))
-    for path in sorted(folder.glob("study_*.json")):
-        records.append((path.name, read_json(path).get("training", {})))
+        records.insert(0, ("config.json", read_json(folder / "config.json").get("config", {})))
     for source, recorded in records:
         recorded = dict(recorded)
         if "dataset" in recorded:
@@ -179,13 +134,6 @@ def _check_training(folder: Path, training: dict) -> None:
         if different:
             raise ValueError(f"{folder / source} records networks trained with {', '.join(different)}; run the "
                              "study with the same settings to reuse them, or use another --out folder.")
-
-
-def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
-    """Check the training settings, then write (or extend) ``study_<name>.json``; returns the folder."""
-    folder = open_run_folder(config.out)
-    training = config.training()
-    _check_training(folder, training)
     record_path = folder / f"study_{name}.json"
     sessions = read_json(record_path).get("sessions", []) if record_path.exists() else []
     session = {"config": asdict(config), "parameters": parameters, "classanchor_version": __version__,
@@ -234,18 +182,13 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
               progress: bool = True, executor=None) -> dict | None:
     """Train what is missing, evaluate every entry on every trial, write ``<name>.json`` and the confusions.
 
-    Args:
-        config: where and how (:class:`StudyConfig`).
-        name: the study's name (file names in the run folder).
-        entries: (method, detector) rows; a method shared by several rows is trained once per trial.
-        parameters: the study's own settings, recorded in ``study_<name>.json``.
-        executor: runs the missing trainings (:func:`classanchor.executors.make_executor`; default in-process).
-    Returns (``None`` on a torchrun rank other than 0, which only trains):
-        ``{"study", "dataset", "recipe", "total_epochs", "paper_epochs", "accept_rate", "trials", "entries",
-        "per_trial": [row, ...], "summary": [row, ...], "seconds"}``; a per-trial row holds ``trial``,
-        ``job``, ``method``, ``detector``, ``anchor_magnitude``, ``anchor_weight``, ``train_seconds`` and the
-        report of :func:`classanchor.evaluate.open_set_evaluation` without the confusion (or ``error``); a
-        summary row holds the same identifiers, ``trials`` and ``{metric: {"mean", "std", "n"}}``.
+    ``entries``: (method, detector) rows, each method trained once per trial; ``parameters``: the study's
+    own settings, recorded in ``study_<name>.json``; ``executor``: runs the missing trainings
+    (:func:`classanchor.executors.make_executor`; default in-process). Returns ``None`` on a torchrun rank
+    other than 0, else ``{"study", "dataset", "recipe", "total_epochs", "paper_epochs", "accept_rate",
+    "trials", "entries", "per_trial", "summary", "seconds"}``: a per-trial row holds ``trial``,
+    :attr:`Entry.ids`, ``train_seconds`` and the open-set report without the confusion (or ``error``); a
+    summary row holds :attr:`Entry.ids`, ``trials``, ``failed_trials`` and ``{metric: {"mean", "std", "n"}}``.
     """
     if not entries:
         raise ValueError(f"study {name!r} has no (method, detector) entries to run.")
@@ -265,32 +208,27 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
     for trial in config.trials:
         confusion: dict = {}
         results = {m: _job_result(config, recipe, folder, trial, m) for m in methods}
-        for method in methods:
-            result, job_dir = results[method]
-            logits = load_logits(job_dir / "logits.npz")
+        for method, (result, job_folder) in results.items():
+            logits = load_logits(job_folder / "logits.npz")
             for entry in (e for e in entries if e.method == method):
                 report = _evaluate(logits, entry.detector, config.accept_rate, result)
                 if "unknown_confusion" in report:
                     confusion[entry.key] = {"threshold": report["threshold"], **report.pop("unknown_confusion"),
                                             "totals": _unknown_totals(logits)}
-                rows.append({"trial": trial, "job": entry.job, "method": method.name, "detector": entry.detector,
-                             "anchor_magnitude": method.anchor_magnitude, "anchor_weight": method.anchor_weight,
-                             "train_seconds": result.get("train_seconds"), **report})
-        known_names = results[methods[0]][0].get("known_names")
-        unknown_names = results[methods[0]][0].get("unknown_names")
+                rows.append({"trial": trial, **entry.ids, "train_seconds": result.get("train_seconds"),
+                             **report})
+        first = results[methods[0]][0]
         write_json(folder / f"trial{trial}" / f"{name}_confusion.json",
                    {"dataset": dataset, "trial": trial, "accept_rate": config.accept_rate,
-                    "known_names": known_names, "unknown_names": unknown_names,
+                    "known_names": first.get("known_names"), "unknown_names": first.get("unknown_names"),
                     "note": "rows: unknown classes (ids ascending, names in unknown_names order); columns: known "
                             "classes; counts of unknown test images accepted at the threshold, by predicted class",
                     "entries": confusion})
     summary = []
     for entry in entries:
-        reports = [r for r in rows if r["job"] == entry.job and r["detector"] == entry.detector]
+        reports = [r for r in rows if _key(r) == entry.key]
         done = [r for r in reports if "error" not in r]
-        summary.append({"job": entry.job, "method": entry.method.name, "detector": entry.detector,
-                        "anchor_magnitude": entry.method.anchor_magnitude,
-                        "anchor_weight": entry.method.anchor_weight, "trials": [r["trial"] for r in done],
+        summary.append({**entry.ids, "trials": [r["trial"] for r in done],
                         "failed_trials": [r["trial"] for r in reports if "error" in r],
                         **aggregate_reports(done)})
     output = {"study": name, "dataset": dataset, "recipe": config.recipe, "total_epochs": recipe.total_epochs,
@@ -303,30 +241,33 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
 
 def _unknown_totals(logits) -> list[int]:
     """Unknown test images per unknown class, classes ascending (the confusion rows)."""
-    classes = logits.test_classes[logits.is_unknown].numpy()
-    return np.unique(classes, return_counts=True)[1].tolist()
+    return np.unique(logits.test_classes[logits.is_unknown].numpy(), return_counts=True)[1].tolist()
 
 
 # ---- tables --------------------------------------------------------------------------------------------
-def _cell(stats: dict, digits: int = 3) -> str:
+def _key(row: dict) -> str:
+    """The :attr:`Entry.key` of an output row."""
+    return f"{row['job']}/{row['detector']}"
+
+
+def _cell(stats: dict) -> str:
+    """``mean ± std`` over the trials (the mean alone for one trial, "-" for none)."""
     if not stats or stats.get("mean") is None:
         return "-"
-    if stats["n"] == 1:
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["n"] != 1 else "")
 
 
-def _published_auroc(dataset: str, row: dict) -> float | None:
+def _published_auroc(dataset: str, row: dict) -> str:
+    """The paper's AUROC of a (job, detector) row ("-" when it has none)."""
     published = PUBLISHED.get(dataset, {})
-    key = {("cac", "cac"): "cac", ("ce", "msp"): "ce", ("ce", "openmax"): "openmax"}.get((row["job"], row["detector"]))
-    return published[key][1] if key in published else None
+    key = {("cac", "cac"): "cac", ("ce", "msp"): "ce", ("ce", "openmax"): "openmax"}.get(
+        (row["job"], row["detector"]))
+    return f"{published[key][1]:.3f}" if key in published else "-"
 
 
 def format_study_table(output: dict, title: str, labels: dict[str, str] | None = None) -> str:
-    """Markdown for a :func:`run_study` output: mean ± std per row, per-trial AUROC, failed rows.
-
-    ``labels``: optional {entry key: row label}; default ``job / detector label``.
-    """
+    """Markdown for a :func:`run_study` output: mean ± std per row, per-trial AUROC, failed rows;
+    ``labels``: {entry key: row label} (default ``job / detector label``)."""
     labels = labels or {}
     dataset = output["dataset"]
     lines = [f"# {dataset}: {title}", ""]
@@ -339,26 +280,17 @@ def format_study_table(output: dict, title: str, labels: dict[str, str] | None =
               f"accepted) at the threshold that accepts {output['accept_rate']:.0%} of the known *validation* "
               "images. FPR@95%TPR: share of unknowns accepted when 95% of the known test images are."), ""]
     keys = METRIC_KEYS + THRESHOLD_KEYS
-    lines += ["| network / score | trials | " + " | ".join(METRIC_LABELS[k] for k in keys[:2])
-              + " | published AUROC | " + " | ".join(METRIC_LABELS[k] for k in keys[2:]) + " |",
-              "|---|---|" + "---|" * (len(keys) + 1)]
-    def label(row: dict) -> str:
-        key = f"{row['job']}/{row['detector']}"
-        return labels.get(key, f"{row['job']} / {DETECTOR_LABELS.get(row['detector'], row['detector'])}")
-
-    for row in output["summary"]:
-        published = _published_auroc(dataset, row)
+    head = [METRIC_LABELS[k] for k in keys]
+    head.insert(2, "published AUROC")  # after accuracy and AUROC
+    lines += [f"| network / score | trials | {' | '.join(head)} |", "|---|---|" + "---|" * len(head)]
+    summary = [(labels.get(_key(r), f"{r['job']} / {DETECTOR_LABELS.get(r['detector'], r['detector'])}"), r)
+               for r in output["summary"]]
+    for label, row in summary:
         cells = [_cell(row[k]) for k in keys]
-        lines.append(f"| {label(row)} | {len(row['trials'])} | {' | '.join(cells[:2])} | "
-                     f"{'-' if published is None else f'{published:.3f}'} | {' | '.join(cells[2:])} |")
-    lines += ["", "Per trial (closed-set accuracy / AUROC):", "",
-              "| network / score | " + " | ".join(f"trial {t}" for t in trials) + " |", "|---|" + "---|" * len(trials)]
-    for row in output["summary"]:
-        key = f"{row['job']}/{row['detector']}"
-        by_trial = {r["trial"]: r for r in output["per_trial"] if f"{r['job']}/{r['detector']}" == key}
-        cells = [("failed" if "error" in by_trial[t] else f"{by_trial[t]['accuracy']:.4f} / {by_trial[t]['auroc']:.4f}")
-                 if t in by_trial else "-" for t in trials]
-        lines.append(f"| {label(row)} | " + " | ".join(cells) + " |")
+        cells.insert(2, _published_auroc(dataset, row))
+        lines.append(f"| {label} | {len(row['trials'])} | {' | '.join(cells)} |")
+    lines += per_trial_lines("closed-set accuracy / AUROC", "network / score", [
+        (label, [r for r in output["per_trial"] if _key(r) == _key(row)]) for label, row in summary], trials)
     failed = [r for r in output["per_trial"] if "error" in r]
     if failed:
         lines += ["", "Rows that could not be computed:", ""]
@@ -391,26 +323,20 @@ def _confusion_lines(folder: Path, name: str, output: dict, key: str) -> list[st
     return lines
 
 
-def _write_table(folder: Path, name: str, table: str) -> str:
-    write_text(folder / f"{name}.md", table)
-    return table
-
-
-def _runtime_line(output: dict) -> str:
-    return f"\nWall time of this command: {output['seconds']:.0f} s.\n"
+def _written(config: StudyConfig, name: str, output: dict, table: str) -> tuple[dict, str]:
+    """``(output, table)``, the table with the wall time added and written to ``<name>.md``."""
+    table += f"\nWall time of this command: {output['seconds']:.0f} s.\n"
+    write_text(Path(config.out) / f"{name}.md", table)
+    return output, table
 
 
 def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None = None,
                 progress: bool = True, executor=None) -> tuple[dict | None, str]:
     """The methods comparison (paper Table 2 and Section 5.1); writes ``compare.json`` and ``compare.md``.
 
+    ``detectors``: {training method: detectors to score its network with} (default :data:`COMPARE_DETECTORS`).
     Each study function returns ``(output, table)`` (``(None, "")`` on a torchrun rank other than 0);
     ``executor`` trains the missing networks (:func:`run_study`).
-
-    Args:
-        detectors: {training method: detectors to score its network with}; default :data:`COMPARE_DETECTORS`
-            (CAC network: CAC rejection score, class-mean distance, OpenMax; cross-entropy network: MSP,
-            max-logit, energy, OpenMax, class-mean distance). No retraining: scores come from ``logits.npz``.
     """
     detectors = {k: tuple(v) for k, v in (COMPARE_DETECTORS if detectors is None else detectors).items()}
     entries = compare_entries(detectors)
@@ -418,34 +344,28 @@ def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None 
     if output is None:
         return None, ""
     table = format_study_table(output, "methods comparison (Table 2, Section 5.1)")
-    first = entries[0].key
-    table += "\n".join(_confusion_lines(Path(config.out), "compare", output, first)) + _runtime_line(output)
-    return output, _write_table(Path(config.out), "compare", table)
+    table += "\n".join(_confusion_lines(Path(config.out), "compare", output, entries[0].key))
+    return _written(config, "compare", output, table)
 
 
 def run_ablation(config: StudyConfig, methods: Sequence[str] = ABLATION_METHODS,
                  progress: bool = True, executor=None) -> tuple[dict | None, str]:
-    """The loss ablation (paper Fig. 3): CAC vs anchor loss only vs tuplet loss only, each scored by Eq. 11.
-
-    Writes ``ablation.json`` and ``ablation.md``; trains the variants missing from the folder.
-    """
+    """The loss ablation (paper Fig. 3): CAC vs anchor loss only vs tuplet loss only, each scored by Eq. 11;
+    writes ``ablation.json`` and ``ablation.md``."""
     entries = ablation_entries(methods)
     output = run_study(config, "ablation", entries, {"methods": list(methods)}, progress, executor)
     if output is None:
         return None, ""
     labels = {"cac/cac": "CAC (Eq. 8)", "anchor/cac": "anchor loss only (Eq. 6)",
               "tuplet/cac": "tuplet loss only (Eq. 7)", "ce/msp": "cross-entropy / MSP"}
-    table = format_study_table(output, "loss ablation (Fig. 3)", labels) + _runtime_line(output)
-    return output, _write_table(Path(config.out), "ablation", table)
+    return _written(config, "ablation", output, format_study_table(output, "loss ablation (Fig. 3)", labels))
 
 
 def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDES,
               weights: Sequence[float] = SWEEP_WEIGHTS, progress: bool = True,
               executor=None) -> tuple[dict | None, str]:
-    """The hyperparameter sweep (paper Fig. 2): one CAC network per (alpha, lambda) cell and trial.
-
-    Writes ``sweep.json`` and ``sweep.md`` (AUROC and accuracy grids, then every metric per cell).
-    """
+    """The hyperparameter sweep (paper Fig. 2): one CAC network per (alpha, lambda) cell and trial; writes
+    ``sweep.json`` and ``sweep.md`` (AUROC and accuracy grids, then every metric per cell)."""
     magnitudes = tuple(float(a) for a in magnitudes)
     weights = tuple(float(w) for w in weights)
     entries = sweep_entries(magnitudes, weights)
@@ -455,16 +375,14 @@ def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDE
         return None, ""
     labels = {e.key: f"α={e.method.anchor_magnitude:g}, λ={e.method.anchor_weight:g}" for e in entries}
     table = format_study_table(output, "anchor magnitude x anchor weight sweep (Fig. 2)", labels)
+    columns = list(dict.fromkeys(weights))
+    by_cell = {(r["anchor_magnitude"], r["anchor_weight"]): r for r in output["summary"]}
     grids = []
     for metric in ("auroc", "accuracy"):
         grids += [f"{METRIC_LABELS[metric]} (rows: anchor magnitude α, columns: anchor weight λ):", "",
-                  "| α \\ λ | " + " | ".join(f"{w:g}" for w in dict.fromkeys(weights)) + " |",
-                  "|---|" + "---|" * len(dict.fromkeys(weights))]
-        by_cell = {(r["anchor_magnitude"], r["anchor_weight"]): r for r in output["summary"]}
-        for a in dict.fromkeys(magnitudes):
-            grids.append(f"| {a:g} | " + " | ".join(_cell(by_cell[(a, w)][metric]) for w in dict.fromkeys(weights))
-                         + " |")
-        grids.append("")
+                  "| α \\ λ | " + " | ".join(f"{w:g}" for w in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        grids += [f"| {a:g} | " + " | ".join(_cell(by_cell[(a, w)][metric]) for w in columns) + " |"
+                  for a in dict.fromkeys(magnitudes)] + [""]
     head, _, rest = table.partition("| network / score |")
-    table = head + "\n".join(grids) + "\n| network / score |" + rest + _runtime_line(output)
-    return output, _write_table(Path(config.out), "sweep", table)
+    return _written(config, "sweep", output, head + "\n".join(grids) + "\n| network / score |" + rest)

@@ -26,29 +26,15 @@ from .io import save_torch
 from .methods import BatchLoss, Method
 from .network import CACNet
 
-__all__ = [
-    "NonFiniteLossError",
-    "Stage",
-    "TrainConfig",
-    "TrainResult",
-    "autocast_for",
-    "resolve_precision",
-    "PRECISIONS",
-    "bf16_is_fast",
-    "prepare_network",
-    "to_memory_format",
-    "train",
-    "train_step",
-    "use_channels_last",
-]
+__all__ = ["NonFiniteLossError", "Stage", "TrainConfig", "TrainResult", "autocast_for", "resolve_precision",
+           "PRECISIONS", "bf16_is_fast", "prepare_network", "to_memory_format", "train", "train_step",
+           "use_channels_last"]
 
-#: Device types on which channels-last (NHWC) convolutions are the default. Measured with
-#: ``benchmarks/speed.py`` (docs/speed.md): on the 2-core Xeon CPU NHWC trains classifier32 1.1-1.2x and
-#: evaluates 1.2-1.3x faster than NCHW in float32, 1.0-1.6x / 1.6-2.0x in bf16; on CUDA it is the usual advice.
+#: Device types on which channels-last (NHWC) convolutions are the default: faster on CPU in float32 and bf16
+#: (``benchmarks/speed.py``, docs/speed.md) and the usual advice on CUDA.
 CHANNELS_LAST_DEVICES: frozenset[str] = frozenset({"cuda", "cpu"})
-#: bfloat16 autocast on CPUs with AMX units (see :func:`bf16_is_fast`). docs/speed.md: on an AMX Xeon it trains
-#: classifier32 2.6-3.3x and evaluates it 2.2-2.7x faster than float32 (both NHWC); evaluating a trained MNIST
-#: model in bf16 changed its AUROC by 3e-5 and its accuracy not at all.
+#: bfloat16 autocast on CPUs with AMX units (:func:`bf16_is_fast`): 2.2-3.3x faster than float32 there, with
+#: AUROC within 3e-5 (docs/speed.md).
 CPU_BF16_AUTOCAST = True
 #: Names accepted by ``--precision`` and :attr:`TrainConfig.precision`.
 PRECISIONS = ("auto", "float32", "bf16")
@@ -302,6 +288,16 @@ def _load_state(path: Path, device: torch.device) -> dict:
     return state
 
 
+def _check_finite(loss: torch.Tensor, method: Method, stage_index: int, stage: Stage, epoch: int,
+                  where: str) -> None:
+    """Raise :class:`NonFiniteLossError` if ``loss`` is NaN or infinite (one host sync)."""
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(
+            f"the {method.name} loss became {float(loss)} in stage {stage_index + 1}, epoch {epoch + 1}{where}; "
+            f"lower the learning rate (now {stage.lr:g}) or check the input data for NaN values. The last "
+            "completed epoch is kept in the resume state.")
+
+
 def _loader_state(loader) -> dict | None:
     return loader.state_dict() if hasattr(loader, "state_dict") else None
 
@@ -394,17 +390,9 @@ def train(
                 loss_sum, correct = loss_sum + batch.loss_sum, correct + batch.correct
                 seen += y.shape[0]
                 bar.update(1)
-                if step % config.check_every == 0 and not bool(torch.isfinite(batch.loss)):
-                    raise NonFiniteLossError(
-                        f"the {method.name} loss became {float(batch.loss)} in stage {stage_index + 1}, epoch "
-                        f"{epoch + 1}, step {step}; lower the learning rate (now {stage.lr:g}) or check the input "
-                        "data for NaN values. The last completed epoch is kept in the resume state."
-                    )
-            if not bool(torch.isfinite(loss_sum)):
-                raise NonFiniteLossError(
-                    f"the {method.name} loss became non-finite during stage {stage_index + 1}, epoch {epoch + 1}; "
-                    f"lower the learning rate (now {stage.lr:g}) or check the input data."
-                )
+                if step % config.check_every == 0:
+                    _check_finite(batch.loss, method, stage_index, stage, epoch, f", step {step}")
+            _check_finite(loss_sum, method, stage_index, stage, epoch, "")
             if parallel:  # the epoch's sums over every rank's shard
                 loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)
                 seen = int(seen)

@@ -10,46 +10,44 @@ import argparse
 import json
 import math
 
-__all__ = ["add_device", "add_executor", "add_model_training", "add_precision", "add_progress", "add_run_options",
-           "default_out", "executor_from", "finite_float", "json_object", "names", "positive_int", "trial_list"]
+__all__ = ["add_device", "add_executor", "add_model_training", "add_progress", "add_run_options",
+           "executor_from", "finite_float", "json_object", "names", "positive_int", "run_settings",
+           "trial_list"]
 
 PRECISION_CHOICES = ("auto", "float32", "bf16")  # classanchor.train.PRECISIONS (checked by the tests)
 
 
 def names(text: str | None) -> tuple[str, ...] | None:
     """'a, b,c' -> ('a', 'b', 'c'); None stays None."""
-    if text is None:
-        return None
-    return tuple(n.strip() for n in text.split(",") if n.strip())
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _number(text: str, kind: type = float, minimum: float | None = None):
+    """``kind(text)``, finite and at least ``minimum`` (when given), else a usage error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if minimum is not None and value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+    return value
 
 
 def finite_float(text: str) -> float:
     """A finite number (``nan`` and ``inf`` are refused: a threshold of nan would call every image unknown)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+    return _number(text)
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+    return _number(text, int, 1)
 
 
 def gpu_share(text: str) -> float:
     """A number of GPUs >= 0; fractions (0.5) let Ray put several jobs on one GPU."""
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _number(text, float, 0)
 
 
 def json_object(text: str) -> dict:
@@ -80,19 +78,8 @@ def trial_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(trials))
 
 
-def default_out(dataset: str) -> str:
-    """runs/<dataset> (CIFAR+10 -> runs/cifarplus10): the benchmark's and the studies' shared run folder."""
-    return f"runs/{dataset.lower().replace('+', 'plus')}"
-
-
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-
-
-def add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                        help="training precision: auto (bf16 on CUDA and AMX CPUs, else float32), float32 or bf16; "
-                             "recorded in result.json. Evaluation always runs in float32")
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +95,9 @@ def add_model_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-kwargs", type=json_object, default={},
                         help="JSON object of backbone keyword arguments, e.g. '{\"dropout\": 0.3}'")
     parser.add_argument("--seed", type=int, default=0)
-    add_precision(parser)
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="training precision: auto (bf16 on CUDA and AMX CPUs, else float32), float32 or bf16; "
+                             "recorded in result.json. Evaluation always runs in float32")
     add_device(parser)
 
 
@@ -146,3 +135,16 @@ def add_run_options(parser: argparse.ArgumentParser, trials: str, out_help: str)
     parser.add_argument("--out", help=out_help)
     add_progress(parser)
     add_executor(parser)
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """The :class:`classanchor.benchmark.RunSettings` of the options of :func:`add_run_options`; the run
+    folder defaults to runs/<dataset> (CIFAR+10: runs/cifarplus10), shared by the benchmark and studies."""
+    from ..data.splits import get_benchmark
+
+    dataset = get_benchmark(args.dataset).name
+    out = args.out or f"runs/{dataset.lower().replace('+', 'plus')}"
+    return dict(dataset=dataset, data_root=args.data_root, out=out,
+                trials=args.trials, recipe=args.recipe, epochs_scale=args.epochs_scale, seed=args.seed,
+                device=args.device, compile=args.compile, backbone=args.backbone,
+                backbone_kwargs=args.backbone_kwargs, precision=args.precision)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_progress, add_run_options, default_out, executor_from, positive_int
+from ._options import add_progress, add_run_options, executor_from, names, positive_int, run_settings
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -19,22 +19,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from ..benchmark import BenchmarkConfig, run_benchmark
-    from ..data.splits import get_benchmark
     from ..report import write_report
 
-    dataset = get_benchmark(args.dataset).name
-    out = args.out or default_out(dataset)
-    config = BenchmarkConfig(dataset=dataset, data_root=args.data_root, out=out, trials=args.trials,
-                             methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                             recipe=args.recipe, epochs_scale=args.epochs_scale, seed=args.seed, device=args.device,
-                             compile=args.compile, anchor_magnitude=args.anchor_magnitude,
-                             anchor_weight=args.anchor_weight, backbone=args.backbone,
-                             backbone_kwargs=args.backbone_kwargs, precision=args.precision)
+    config = BenchmarkConfig(**run_settings(args), methods=names(args.methods),
+                             anchor_magnitude=args.anchor_magnitude, anchor_weight=args.anchor_weight)
     _, table = run_benchmark(config, progress=not args.no_progress, executor=executor_from(args))
-    if not table:  # a torchrun rank other than 0: rank 0 reports
-        return 0
-    print(table)
-    print(f"Run folder: {out}/  report: {write_report(out)}")
+    if table:  # empty on a torchrun rank other than 0: rank 0 reports
+        print(table)
+        print(f"Run folder: {config.out}/  report: {write_report(config.out)}")
     return 0
 
 

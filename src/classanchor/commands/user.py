@@ -56,12 +56,11 @@ def _train_summary(m: dict) -> str:
 
 
 def _eval_line(r: dict) -> str:
-    parts = [f"{r['n_known']} known images: accuracy {_pct(r['accuracy'])}, accepted {_pct(r['known_acceptance'])}"
-             if r["n_known"] else ""]
-    if r["n_unknown"]:
-        parts.append(f"{r['n_unknown']} unknown images: rejected {_pct(r['unknown_rejection'])}")
-    if "auroc" in r:
-        parts.append(f"AUROC {r['auroc']:.4f}")
+    parts = [(f"{r['n_known']} known images: accuracy {_pct(r['accuracy'])}, "
+              f"accepted {_pct(r['known_acceptance'])}") if r["n_known"] else "",
+             (f"{r['n_unknown']} unknown images: rejected {_pct(r['unknown_rejection'])}"
+              if r["n_unknown"] else ""),
+             f"AUROC {r['auroc']:.4f}" if "auroc" in r else ""]
     return "; ".join(p for p in parts if p)
 
 
@@ -108,8 +107,7 @@ def format_csv(result) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "prediction", "best_class", "score", "confidence"])
-    for r in result:
-        writer.writerow([r.path, r.prediction, r.best_class, repr(r.score), repr(r.confidence)])
+    writer.writerows([r.path, r.prediction, r.best_class, repr(r.score), repr(r.confidence)] for r in result)
     return buffer.getvalue()
 
 
@@ -171,25 +169,25 @@ def add_parser(subparsers) -> None:
     add_progress(train)
     train.set_defaults(func=_train)
 
+    def use_a_model(parser: argparse.ArgumentParser, func) -> None:
+        parser.add_argument("--threshold", type=finite_float, help="override the model's threshold")
+        parser.add_argument("--batch-size", type=positive_int, default=256)
+        add_device(parser)
+        add_progress(parser)
+        parser.set_defaults(func=func)
+
     ev = subparsers.add_parser("evaluate", help="open-set metrics of a saved model on a labelled image folder")
     ev.add_argument("model", help="model folder (RUN_DIR/model)")
     ev.add_argument("data", help="labelled image folder, zip, or archive.zip/inner/folder")
     ev.add_argument("--known", help="comma list of known classes (default: the model's classes found in DATA)")
     ev.add_argument("--unknown", help="comma list of unknown classes (default: every other class folder in DATA)")
-    ev.add_argument("--threshold", type=finite_float, help="override the model's threshold")
     ev.add_argument("--output", help="also write the metrics as JSON to this file")
-    ev.add_argument("--batch-size", type=positive_int, default=256)
-    add_device(ev)
-    add_progress(ev)
-    ev.set_defaults(func=_evaluate)
+    use_a_model(ev, _evaluate)
 
     pr = subparsers.add_parser("predict", help="known class or 'unknown' for image files, folders or zips")
     pr.add_argument("model", help="model folder (RUN_DIR/model)")
     pr.add_argument("paths", nargs="+", help="image files, folders, zips, or archive.zip/inner/folder")
-    pr.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    pr.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="output format (default table)")
     pr.add_argument("--output", help="write the predictions to this file (atomically) instead of the terminal")
-    pr.add_argument("--threshold", type=finite_float, help="override the model's threshold")
-    pr.add_argument("--batch-size", type=positive_int, default=256)
-    add_device(pr)
-    add_progress(pr)
-    pr.set_defaults(func=_predict)
+    use_a_model(pr, _predict)

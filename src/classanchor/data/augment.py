@@ -1,32 +1,21 @@
 """Batched training augmentation and the evaluation transform, run on the images' device.
 
-The reference recipe (``reference-protocol.md``) is, per sample::
+The reference recipe (``reference-protocol.md``) is, per sample, ``Resize(S) -> RandomResizedCrop(S,
+scale=(scale_min, 1), ratio=(3/4, 4/3)) -> RandomHorizontalFlip(flip_p) -> RandomRotation(rotation_deg,
+fill=0) -> Normalize(mean, std)``. Here the parameters of every sample are drawn at once, with the
+distribution of torchvision's per-sample transforms (:func:`reference_sample_params` is the per-sample
+definition the tests compare with), and resize, crop, flip and rotation are composed into ONE affine map per
+sample: a whole batch is one ``affine_grid`` + ``grid_sample`` (bilinear, ``align_corners=False``).
 
-    Resize(S) -> RandomResizedCrop(S, scale=(scale_min, 1), ratio=(3/4, 4/3))
-             -> RandomHorizontalFlip(flip_p) -> RandomRotation(rotation_deg, fill=0) -> Normalize(mean, std)
+Conventions: crop boxes ``(top, left, height, width)`` are integer pixels of the input resized to ``S x S``;
+a positive angle rotates the content counter-clockwise as displayed (+90 degrees equals
+``torch.rot90(x, 1, dims=(-2, -1))``); ``mean``/``std`` are in [0, 1] units; the fill 0 is black before
+normalisation.
 
-Here the parameters of every sample are drawn at once with tensor ops, and resize, crop, flip and rotation
-are composed into ONE affine map per sample, so a whole batch is one ``affine_grid`` + ``grid_sample``
-(bilinear, ``align_corners=False``). The distribution of crops, flips and angles is the one of torchvision's
-per-sample transforms (``reference_sample_params`` is the per-sample definition that the tests compare with).
-
-Conventions:
-
-- crop parameters ``(top, left, height, width)`` are integer pixels of the input *after* the initial resize to
-  ``S x S`` (torchvision's ``get_params`` on the resized image);
-- a positive angle rotates the image content counter-clockwise as displayed (row 0 at the top), like
-  torchvision; +90 degrees equals ``torch.rot90(x, 1, dims=(-2, -1))``;
-- ``mean``/``std`` are in units of the [0, 1] range (``ToTensor`` convention); fill 0 is black before
-  normalisation.
-
-Known, deliberate differences from the torchvision pipeline (all sub-pixel):
-
-- one bilinear resampling instead of two (resize/crop, then rotation); torchvision's ``RandomRotation``
-  defaults to nearest interpolation, here the rotated image is bilinear and its border is a one-pixel linear
-  ramp centred on the edge where nearest would switch to the fill;
-- the source is read with border padding, and samples that fall up to half an output pixel beyond the crop
-  window read the neighbouring source pixel instead of the clamped crop edge;
-- no antialiasing when the input is larger than ``S`` (the crop itself is never larger than ``S x S``).
+Deliberate, sub-pixel differences from torchvision: one bilinear resampling instead of two (torchvision
+rotates with nearest; here the rotated border is a one-pixel linear ramp); the source is read with border
+padding, so samples up to half an output pixel beyond the crop read the neighbouring source pixel; no
+antialiasing when the input is larger than ``S`` (the crop itself is never larger than ``S x S``).
 """
 
 from __future__ import annotations
@@ -66,9 +55,8 @@ class AugmentSpec:
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 
     def __post_init__(self):
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        object.__setattr__(self, "ratio", tuple(float(r) for r in self.ratio))
+        for name in ("mean", "std", "ratio"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if int(self.size) != self.size or self.size < 1:
             raise ValueError(f"size must be a positive integer, got {self.size!r}")
         if not 0.0 < self.scale_min <= 1.0:
@@ -100,7 +88,6 @@ class AugmentParams(NamedTuple):
     angle: Tensor
 
 
-# ----------------------------------------------------------------------------------------------- layout
 def to_nchw(images, layout: str | None = None) -> Tensor:
     """(B, H, W), (B, C, H, W) or (B, H, W, C) array/tensor -> (B, C, H, W) tensor (a view where possible).
 
@@ -121,9 +108,18 @@ def to_nchw(images, layout: str | None = None) -> Tensor:
     return x.permute(0, 3, 1, 2) if nhwc else x
 
 
-# ------------------------------------------------------------------------------------------ parameters
 def _generator_device(generator: torch.Generator | None, device) -> torch.device:
     return generator.device if generator is not None else torch.device(device or "cpu")
+
+
+def _fallback_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """(h, w) of torchvision's fallback crop: the whole image, its aspect ratio clamped into ``ratio``."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        return round(width / min(ratio)), width
+    if in_ratio > max(ratio):
+        return height, round(height * max(ratio))
+    return height, width
 
 
 def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, float],
@@ -147,28 +143,16 @@ def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, floa
     h = torch.round(torch.sqrt(target_area / aspect)).long()
     valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # (n, tries)
     # Index of the first valid try = number of leading invalid tries (clamped; overridden below if none).
-    leading_invalid = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True)
-    first = leading_invalid.clamp_(max=NUM_CROP_TRIES - 1)
+    first = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True).clamp_(max=NUM_CROP_TRIES - 1)
     any_valid = valid.any(dim=1)
-    w = w.gather(1, first).squeeze(1)
-    h = h.gather(1, first).squeeze(1)
-
-    # Fallback (no valid try): centred crop whose aspect ratio is clamped into the ratio range.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fw, fh = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        fw, fh = round(height * ratio[1]), height
-    else:
-        fw, fh = width, height
-    w = torch.where(any_valid, w, torch.full_like(w, fw))
-    h = torch.where(any_valid, h, torch.full_like(h, fh))
-    top = torch.floor(u[:, -2] * (height - h + 1).to(u.dtype)).long()
-    left = torch.floor(u[:, -1] * (width - w + 1).to(u.dtype)).long()
-    top = torch.minimum(top, height - h)  # guards float rounding of u * n up to n
-    left = torch.minimum(left, width - w)
-    top = torch.where(any_valid, top, torch.full_like(top, (height - fh) // 2))
-    left = torch.where(any_valid, left, torch.full_like(left, (width - fw) // 2))
+    fh, fw = _fallback_crop(height, width, ratio)  # used when no try is valid, centred
+    w = torch.where(any_valid, w.gather(1, first).squeeze(1), fw)
+    h = torch.where(any_valid, h.gather(1, first).squeeze(1), fh)
+    # torch.minimum guards float rounding of u * n up to n
+    top = torch.minimum(torch.floor(u[:, -2] * (height - h + 1).to(u.dtype)).long(), height - h)
+    left = torch.minimum(torch.floor(u[:, -1] * (width - w + 1).to(u.dtype)).long(), width - w)
+    top = torch.where(any_valid, top, (height - fh) // 2)
+    left = torch.where(any_valid, left, (width - fw) // 2)
     return top, left, h, w
 
 
@@ -184,7 +168,6 @@ def sample_params(n: int, spec: AugmentSpec, generator: torch.Generator | None =
     return AugmentParams(top, left, h, w, flip, angle)
 
 
-# --------------------------------------------------------------------------------------------- applying
 def affine_matrices(params: AugmentParams, size: int) -> Tensor:
     """Per-sample affine maps for ``F.affine_grid`` -> (B, 2, 3) float32.
 
@@ -306,16 +289,14 @@ def resize_pixels(images: Tensor, size: int) -> Tensor:
 
 
 def eval_transform(images: Tensor, spec: AugmentSpec, layout: str | None = None) -> Tensor:
-    """Deterministic transform, the one of :class:`classanchor.data.preprocess.Preprocessing`: resize to
-    S x S by its ``RESIZE_RULE`` (bilinear, antialiased when shrinking, rounded to uint8), then normalise.
-
-    uint8 (B, C, H, W) / (B, H, W, C) / (B, H, W) -> float32 (B, C, S, S), e.g. MNIST 28 px -> 32 px.
+    """Deterministic transform (that of :class:`~classanchor.data.preprocess.Preprocessing`): resize to S x S
+    by :data:`RESIZE_RULE`, then normalise: uint8 (B, C, H, W) / (B, H, W, C) / (B, H, W) -> float32
+    (B, C, S, S).
     """
     x = resize_pixels(to_nchw(torch.as_tensor(images), layout), spec.size)
     return normalize_pixels(x, spec.mean, spec.std).contiguous()
 
 
-# ------------------------------------------------------------------------------------------- statistics
 def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of a uint8 image array, in [0, 1] units.
 
@@ -332,15 +313,13 @@ def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ..
     means, stds = [], []
     for ch in range(x.shape[1]):  # one histogram per channel (C <= 4)
         counts = torch.bincount(x[:, ch].reshape(-1), minlength=256).to("cpu", torch.float64)
-        n = counts.sum()
-        mean = (counts * values).sum() / n
-        var = (counts * (values - mean) ** 2).sum() / n
+        mean = (counts * values).sum() / counts.sum()
+        var = (counts * (values - mean) ** 2).sum() / counts.sum()
         means.append(float(mean) / 255.0)
         stds.append(math.sqrt(float(var)) / 255.0)
     return tuple(means), tuple(stds)
 
 
-# -------------------------------------------------------------------------------- per-sample reference
 def reference_sample_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
                             generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
     """ONE crop box (top, left, h, w), drawn exactly as torchvision's ``RandomResizedCrop.get_params``.
@@ -358,13 +337,5 @@ def reference_sample_params(height: int, width: int, scale: tuple[float, float],
             i = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
             j = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
             return i, j, h, w
-    in_ratio = float(width) / float(height)
-    if in_ratio < min(ratio):
-        w = width
-        h = round(w / min(ratio))
-    elif in_ratio > max(ratio):
-        h = height
-        w = round(h * max(ratio))
-    else:
-        w, h = width, height
+    h, w = _fallback_crop(height, width, ratio)
     return (height - h) // 2, (width - w) // 2, h, w

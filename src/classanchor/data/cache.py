@@ -30,16 +30,9 @@ import numpy as np
 from ..io import atomic_write
 from .imageset import ImageSet, PathLike
 
-__all__ = ["CACHE_FORMAT", "cache_path", "cached", "default_cache_dir", "file_fingerprint", "save_npz",
-           "try_load"]
+__all__ = ["CACHE_FORMAT", "cache_path", "cached", "file_fingerprint", "save_npz", "try_load"]
 
 CACHE_FORMAT = 2  # bump when any reader's decoded arrays change (2: one decoder, EXIF orientation, 16-bit)
-
-
-def default_cache_dir() -> Path:
-    """``$CLASSANCHOR_CACHE`` if set, else ``~/.cache/classanchor``."""
-    env = os.environ.get("CLASSANCHOR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "classanchor"
 
 
 def file_fingerprint(path: Path) -> list:
@@ -49,11 +42,15 @@ def file_fingerprint(path: Path) -> list:
 
 
 def cache_path(cache_dir: PathLike | None, kind: str, key: dict) -> Path:
-    """The cache file of reader ``kind`` (e.g. "mnist") with settings and source fingerprints ``key``."""
+    """The cache file of reader ``kind`` (e.g. "mnist") with settings and source fingerprints ``key``.
+
+    It lies in ``cache_dir``, else in ``$CLASSANCHOR_CACHE`` if set, else in ``~/.cache/classanchor``.
+    """
     blob = json.dumps({"format": CACHE_FORMAT, "kind": kind, **key}, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:24]
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return base / f"{kind}-{digest}.npz"
+    if cache_dir is None:
+        cache_dir = os.environ.get("CLASSANCHOR_CACHE") or Path.home() / ".cache" / "classanchor"
+    return Path(cache_dir).expanduser() / f"{kind}-{digest}.npz"
 
 
 def save_npz(path: Path, data: ImageSet) -> None:
@@ -91,9 +88,8 @@ def cached(kind: str, key: dict, build: Callable[[], ImageSet], cache_dir: PathL
     if not cache:
         return build()
     path = cache_path(cache_dir, kind, key)
-    found = try_load(path)
-    if found is not None:
-        return found
-    data = build()
-    save_npz(path, data)
+    data = try_load(path)
+    if data is None:
+        data = build()
+        save_npz(path, data)
     return data

@@ -4,19 +4,17 @@ Every image file read by classanchor (benchmark image folders, your own folders,
 goes through :func:`decode_files`, one file at a time:
 
 1. PIL opens it; a JPEG much larger than the target side S is decoded at a reduced scale (``Image.draft``);
-2. :func:`pil_to_array`, at the file's own size: EXIF orientation applied, then converted to the model's mode,
-   grey (1 channel) or RGB (3). 16-bit grey (PIL modes ``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) and 32-bit
-   integer grey (``I``) map the value range 0..65535 linearly to 0..255 (``round(v * 255 / 65535)``: mid-grey
-   32768 -> 128; values outside 0..65535 are clipped first). Float grey (``F``) maps [0, 1] to 0..255
-   (``round(v * 255)``); values outside [0, 1] are clipped and NaN becomes 0, so a float image that holds
-   0..255 comes out white wherever it is >= 1: save such images as 8-bit files first;
-3. :func:`resize_images`: stretched to ``S x S`` by :func:`classanchor.data.preprocess.resize_pixels`, the one
-   resize rule of the package (an ``S x S`` image is untouched). With ``resize=False`` an image of another
-   size is a bad file instead (benchmark formats, whose images all have the official size).
+2. :func:`pil_to_array`, at the file's own size: EXIF orientation applied, then converted to grey (1 channel)
+   or RGB (3). 16-bit grey (``I;16*``) and 32-bit integer grey (``I``) map 0..65535 linearly to 0..255
+   (``round(v * 255 / 65535)``, values outside clipped first); float grey (``F``) maps [0, 1] to 0..255
+   (clipped, NaN -> 0), so a float image holding 0..255 comes out white: save such images as 8-bit files;
+3. :func:`resize_images` stretches it to ``S x S`` by the package's one resize rule
+   (:func:`classanchor.data.preprocess.resize_pixels`). With ``resize=False`` an image of another size is a
+   bad file instead (benchmark formats, whose images all have the official size).
 
-The error policy is a parameter: ``on_error="raise"`` (benchmark formats) stops at the first bad file with a
-:class:`DataError` naming it; ``on_error="skip"`` (your own folders, predict) skips it and lists it with the
-reason. Mode conversions are counted (``Decoded.converted``, e.g. ``{'16-bit grey -> RGB': 2}``).
+``on_error="raise"`` (benchmark formats) stops at the first bad file with a :class:`DataError` naming it;
+``on_error="skip"`` (your own folders, predict) skips it and lists it with the reason. Mode conversions are
+counted (``Decoded.converted``, e.g. ``{'16-bit grey -> RGB': 2}``).
 
 Example::
 
@@ -35,7 +33,7 @@ import io
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,16 +57,14 @@ _PROGRESS_MIN = 500  # show a progress bar from this many files on
 _WORKERS = max(1, min(16, os.cpu_count() or 1))
 
 
-# ---------------------------------------------------------------------------------------------- one image
 def conversion_name(mode: str, channels: int) -> str | None:
     """How an image of PIL ``mode`` is converted for a model with ``channels``, or None when it is not.
 
     'grey -> RGB', '16-bit grey -> RGB', 'float grey -> grey', 'RGBA -> RGB', 'palette -> RGB',
     'colour -> grey', ...
     """
-    deep = _DEEP_GREY.get(mode)
-    if deep:
-        return f"{deep} -> {'RGB' if channels == 3 else 'grey'}"
+    if mode in _DEEP_GREY:
+        return f"{_DEEP_GREY[mode]} -> {'RGB' if channels == 3 else 'grey'}"
     if channels == 1:
         return None if mode in GREY_MODES else "colour -> grey"
     if mode == "RGB":
@@ -89,8 +85,7 @@ def _deep_grey_to_uint8(im) -> np.ndarray:
 def pil_to_array(im, channels: int) -> tuple[np.ndarray, str]:
     """A PIL image -> (uint8 (H, W, channels) at the image's own size, its original PIL mode).
 
-    EXIF orientation is applied, then the image is converted to grey (``channels`` 1) or RGB (3); 16-bit and
-    float grey images are scaled to 0..255 (module docstring), other modes use PIL's ``convert``.
+    EXIF orientation applied, converted to grey (``channels`` 1) or RGB (3) as step 2 of the module docstring.
     """
     from PIL import ImageOps
 
@@ -111,14 +106,12 @@ def pil_to_array(im, channels: int) -> tuple[np.ndarray, str]:
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, H, W, C) -> uint8 (N, size, size, C) by :func:`~classanchor.data.preprocess.resize_pixels`.
 
-    The numpy, channels-last face of the package's one resize rule; each image's result does not depend on
-    the others in the batch. Images already ``size x size`` are returned unchanged.
+    The numpy, channels-last face of the one resize rule; images already ``size x size`` are returned as is.
     """
     if images.shape[1:3] == (size, size):
         return images
-    if not images.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
-        images = images.copy()
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    # torch wants writable memory (np.asarray of a PIL image is read-only)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2)
     return np.ascontiguousarray(resize_pixels(x, size).permute(0, 2, 3, 1).numpy())
 
 
@@ -146,7 +139,6 @@ def _decode_one(data: bytes, channels: int, draft: int | None) -> tuple[np.ndarr
         return pil_to_array(im, channels)[0], mode
 
 
-# ---------------------------------------------------------------------------------------------- many files
 @dataclass
 class Decoded:
     """The result of :func:`decode_files`.
@@ -164,47 +156,6 @@ class Decoded:
     skipped: list[SkippedFile]
     converted: Counter
     grey: np.ndarray
-
-
-class _Job:
-    """The state of one :func:`decode_files` call; :meth:`one` decodes file i or records its failure."""
-
-    def __init__(self, read, where, channels: int, size: int | None, shape, on_error: str):
-        self.read, self.where, self.channels, self.size, self.shape = read, where, channels, size, shape
-        self.on_error = on_error
-        self.modes: list[str | None] = [None] * len(where)
-        self.errors: dict[int, str] = {}
-
-    def _fail(self, i: int, reason: str, fix: str) -> None:
-        if self.on_error == "raise":
-            raise DataError(f"{self.where[i]}: {reason}; {fix}.")
-        self.errors[i] = reason
-
-    def one(self, i: int) -> np.ndarray | None:
-        try:
-            blob = self.read(i)
-        except DataError as err:  # from a FileSource: it names the file and the fix
-            if self.on_error == "raise":
-                raise
-            self.errors[i] = str(err).removeprefix(f"{self.where[i]}: ").rstrip(".")
-            return None
-        except Exception as err:  # noqa: BLE001 - OSError, KeyError, ... from another reader
-            self._fail(i, f"cannot read the file ({type(err).__name__}: {err})",
-                       "check that it exists and is readable")
-            return None
-        try:
-            array, self.modes[i] = _decode_one(blob, self.channels, self.size)
-        except Exception as err:  # noqa: BLE001 - PIL: OSError, SyntaxError, ValueError, DecompressionBomb...
-            self._fail(i, _reason(err), _BAD_IMAGE)
-            return None
-        if self.size is not None:
-            return resize_images(array[None], self.size)[0]
-        if self.shape is not None and array.shape[:2] != self.shape:
-            h, w = self.shape
-            self._fail(i, f"image is {array.shape[1]}x{array.shape[0]} pixels (width x height), expected "
-                          f"{w}x{h} like the rest of the dataset", "remove or replace this file")
-            return None
-        return array
 
 
 def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int | tuple[int, int] | None,
@@ -233,20 +184,53 @@ def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int |
     n = len(where)
     decode_channels = 3 if channels is None else channels
     shape = (size, size) if isinstance(size, int) else (None if size is None else tuple(size))
-    job = _Job(read, where, decode_channels, size if resize else None, shape, on_error)
+    modes: list[str | None] = [None] * n
+    errors: dict[int, str] = {}
+
+    def fail(i: int, reason: str, fix: str) -> None:  # raises, or records the failure and returns None
+        if on_error == "raise":
+            raise DataError(f"{where[i]}: {reason}; {fix}.")
+        errors[i] = reason
+
+    def one(i: int) -> np.ndarray | None:
+        """File i decoded, or None when it failed (recorded in ``errors``)."""
+        try:
+            blob = read(i)
+        except DataError as err:  # from a FileSource: it names the file and the fix
+            if on_error == "raise":
+                raise
+            errors[i] = str(err).removeprefix(f"{where[i]}: ").rstrip(".")
+            return None
+        except Exception as err:  # noqa: BLE001 - OSError, KeyError, ... from another reader
+            return fail(i, f"cannot read the file ({type(err).__name__}: {err})",
+                        "check that it exists and is readable")
+        try:
+            array, modes[i] = _decode_one(blob, decode_channels, size if resize else None)
+        except Exception as err:  # noqa: BLE001 - PIL: OSError, SyntaxError, ValueError, DecompressionBomb...
+            return fail(i, _reason(err), _BAD_IMAGE)
+        if resize:
+            return resize_images(array[None], size)[0]
+        if shape is not None and array.shape[:2] != shape:
+            (h, w), (want_h, want_w) = array.shape[:2], shape
+            return fail(i, f"image is {w}x{h} pixels (width x height), expected {want_w}x{want_h} like the "
+                           "rest of the dataset", "remove or replace this file")
+        return array
+
     start, first_image = 0, None
-    if shape is None:  # the first image that decodes sets the size
-        while start < n and first_image is None:
-            first_image = job.one(start)
-            start += 1
-        job.shape = shape = first_image.shape[:2] if first_image is not None else (0, 0)
+    while shape is None and start < n:  # the first image that decodes sets the size
+        first_image = one(start)
+        start += 1
+        if first_image is not None:
+            shape = first_image.shape[:2]
+    shape = shape or (0, 0)
     out = np.empty((n, shape[0], shape[1], decode_channels), np.uint8)
     if first_image is not None:
         out[start - 1] = first_image
 
-    def work(lo: int, hi: int) -> int:
+    def work(lo: int) -> int:
+        hi = min(lo + _CHUNK, n)
         for i in range(lo, hi):
-            array = job.one(i)
+            array = one(i)
             if array is not None:
                 out[i] = array
         return hi - lo
@@ -255,28 +239,18 @@ def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int |
         total=n, initial=start, desc=desc, unit="img", disable=not progress or n < _PROGRESS_MIN,
         dynamic_ncols=True, mininterval=1.0,
     ) as bar:
-        futures = [pool.submit(work, lo, min(lo + _CHUNK, n)) for lo in range(start, n, _CHUNK)]
-        try:
-            for future in as_completed(futures):
-                bar.update(future.result())
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return _result(job, out, channels)
-
-
-def _result(job: _Job, out: np.ndarray, channels: int | None) -> Decoded:
-    ok = np.ones(len(out), bool)
-    ok[list(job.errors)] = False
+        for done in pool.map(work, range(start, n, _CHUNK)):  # an error cancels the chunks not started
+            bar.update(done)
+    ok = np.ones(n, bool)
+    ok[list(errors)] = False
     images = out if ok.all() else out[ok]
-    grey = np.array([m in GREY_MODES for m, good in zip(job.modes, ok) if good], bool)
-    final = channels if channels is not None else (1 if grey.size and grey.all() else 3)
-    if final == 1 and images.shape[-1] == 3:
+    grey = np.array([m in GREY_MODES for m, good in zip(modes, ok) if good], bool)
+    if channels is None:
+        channels = 1 if grey.size and grey.all() else 3
+    if channels == 1 and images.shape[-1] == 3:
         images = np.ascontiguousarray(images[..., :1])  # grey decoded as RGB: R = G = B
-    converted = Counter(c for m, good in zip(job.modes, ok) if good and (c := conversion_name(m, final)))
-    skipped = [SkippedFile(job.where[i], job.errors[i]) for i in sorted(job.errors)]
-    return Decoded(images, ok, skipped, converted, grey)
+    converted = Counter(c for m, good in zip(modes, ok) if good and (c := conversion_name(m, channels)))
+    return Decoded(images, ok, [SkippedFile(where[i], errors[i]) for i in sorted(errors)], converted, grey)
 
 
 def decode_names(source: FileSource, names: Sequence[str], size: int | tuple[int, int] | None,

@@ -1,15 +1,12 @@
 """Your own images: an image folder ``DATA/<class name>/[sub-folders/]<image file>`` listed, decoded, split.
 
-``DATA`` is a folder, a zip, or a folder inside a zip written as one path (``photos.zip/photos/train``).
-Wrapper folders holding nothing but one folder are entered (a zip of ``photos/`` works); a folder holding
-``train/`` and ``test/`` split folders is refused with the path to use instead. Images of any size and mode
-are decoded by :func:`classanchor.data.decode.decode_files`, the very path the predictor takes.
-
-Bad files never stop a run (``on_error="skip"``): a non-image file, a file outside a class folder, an
-unreadable or truncated image, a zip entry pointing outside the archive is skipped and listed
-(:class:`~classanchor.data.sources.SkippedFile`) with the reason. An empty folder, a class folder without
-images, a class name that is not a folder, or a known class without readable images raise
-:class:`DataError` naming the problem.
+``DATA`` is a folder, a zip, or a folder inside a zip (``photos.zip/photos/train``). Wrapper folders holding
+nothing but one folder are entered; a folder of ``train/`` and ``test/`` split folders is refused with the
+path to use instead. Images of any size and mode are decoded by :func:`classanchor.data.decode.decode_files`,
+as in the predictor. Bad files never stop a run (``on_error="skip"``): non-image files, files outside a class
+folder, unreadable images and zip entries outside the archive are skipped and listed with the reason. An
+empty folder, a class folder without images, a class name that is not a folder, or a known class without
+readable images raise :class:`DataError` naming the problem.
 
 Example::
 
@@ -70,7 +67,7 @@ def _wrapper_prefix(names: Sequence[str]) -> str:
     only folders."""
     prefix = ""
     while True:
-        here = [n[len(prefix):] for n in names if n.startswith(prefix)]
+        here = [n[len(prefix):] for n in names]  # every name starts with the prefix
         tops = {n.split("/", 1)[0] for n in here}
         if len(tops) != 1 or any("/" not in n for n in here):
             return prefix
@@ -92,8 +89,6 @@ def list_image_folder(source: FileSource) -> FolderListing:
     files: dict[str, list[str]] = {}
     skipped = list(source.skipped)
     for name in names:
-        if not name.startswith(prefix):
-            continue
         rel = name[len(prefix):]
         if "/" not in rel:
             skipped.append(SkippedFile(source.where(name), "not inside a class folder"))
@@ -157,7 +152,6 @@ def _decode_classes(source: FileSource, files: list[list[str]], image_size: int,
     return decoded, np.repeat(np.arange(len(files)), [len(names) for names in files])[decoded.ok]
 
 
-# ---------------------------------------- training data: known classes split into train / val / test
 @dataclass(frozen=True, eq=False, repr=False)
 class UserData:
     """The arrays of one training run on an image folder; labels 0..K-1 known (order of ``known_names``).
@@ -186,10 +180,10 @@ class UserData:
     counts: dict[str, dict[str, int]]
 
     def __repr__(self) -> str:
-        return (f"UserData({self.source}: known {list(self.known_names)}, "
-                f"unknown {list(self.unknown_names)}, train {len(self.train)}, val {len(self.val)}, "
-                f"test {len(self.test_known)} + "
-                f"{len(self.test_unknown)} unknown, {self.image_size}x{self.image_size}x{self.channels})")
+        return (f"UserData({self.source}: known {list(self.known_names)}, unknown "
+                f"{list(self.unknown_names)}, train {len(self.train)}, val {len(self.val)}, test "
+                f"{len(self.test_known)} + {len(self.test_unknown)} unknown, "
+                f"{self.image_size}x{self.image_size}x{self.channels})")
 
     def summary(self) -> dict:
         """JSON-ready: classes, counts per split, input shape, converted and skipped files."""
@@ -251,7 +245,6 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
         rank = np.asarray([listing.classes.index(c) for c in chosen], np.int64)
         files = [_subsample(listing.files[c], max_per_class, seed, r) for c, r in zip(chosen, rank.tolist())]
         decoded, labels_all = _decode_classes(source, files, image_size, channels, progress)
-    ranks_all = rank[labels_all]
     k = len(known_names)
     counts_per_class = np.bincount(labels_all, minlength=len(chosen))
     empty = [c for c, n in zip(chosen, counts_per_class.tolist()) if n == 0]
@@ -259,15 +252,16 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
         bad = decoded.skipped
         raise DataError(f"class(es) {empty} have no readable image in {listing.root}"
                         + (f" (e.g. {bad[0].path}: {bad[0].reason})" if bad else "") + ".")
-    known_index = np.flatnonzero(labels_all < k)
     minimum = 2 + (test_fraction > 0)
     few = [f"{c} ({n})" for c, n in zip(known_names, counts_per_class[:k].tolist()) if n < minimum]
     if few:
         raise DataError(f"known class(es) {', '.join(few)} have too few readable images; each needs at least "
                         f"{minimum} for the train / val{' / test' if test_fraction else ''} split: add images"
                         f"{' or pass test_fraction=0' if test_fraction else ''}.")
-    rest, test = train_val_split(ranks_all[known_index], test_fraction, seed)
-    tr, va = train_val_split(ranks_all[known_index[rest]], val_fraction / (1 - test_fraction), seed + 1)
+    known_index = np.flatnonzero(labels_all < k)
+    ranks = rank[labels_all[known_index]]  # split seeds: the class's rank among all class folders
+    rest, test = train_val_split(ranks, test_fraction, seed)
+    tr, va = train_val_split(ranks[rest], val_fraction / (1 - test_fraction), seed + 1)
     split_index = {"train": known_index[rest[tr]], "val": known_index[rest[va]], "test": known_index[test]}
     images = decoded.images
     sets = {split: ImageSet(images[i], labels_all[i], known_names) for split, i in split_index.items()}
@@ -303,8 +297,8 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
         unknown_names = _parse_names(unknown)
         known_names = _parse_names(known)
         if known_names is None:
-            unknown_set = set(unknown_names or ())
-            known_names = tuple(c for c in class_names if c in listing.files and c not in unknown_set)
+            not_known = unknown_names or ()
+            known_names = tuple(c for c in class_names if c in listing.files and c not in not_known)
             if not known_names:
                 raise DataError(f"none of the model's classes ({', '.join(class_names)}) is a class folder "
                                 f"in {listing.root} (folders: {', '.join(listing.classes)}).")
@@ -320,6 +314,5 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
                                          progress)
     label_of = [list(class_names).index(c) for c in known_names] + [-1] * len(unknown_names)
     unknown_of = [-1] * len(known_names) + list(range(len(unknown_names)))
-    unknown_class = np.asarray(unknown_of, np.int64)[which]
     images = ImageSet(decoded.images, np.asarray(label_of, np.int64)[which], tuple(class_names))
-    return images, unknown_class, tuple(unknown_names), decoded, listing
+    return images, np.asarray(unknown_of, np.int64)[which], tuple(unknown_names), decoded, listing

@@ -63,12 +63,8 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.images = to_nchw(images, layout).to(self.device).contiguous()  # (N, C, H, W) uint8
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size = int(batch_size)
-        self.spec = spec
-        self.train = bool(train)
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self.channels_last = bool(channels_last)
+        self.batch_size, self.spec, self.train = int(batch_size), spec, bool(train)
+        self.seed, self.drop_last, self.channels_last = int(seed), bool(drop_last), bool(channels_last)
         self.epoch = 0  # index of the next epoch that iter() starts
 
     @property

@@ -1,17 +1,16 @@
 """One preprocessing from pixels of any size to the network's input, for evaluation and the predictor.
 
 Every path (training-time validation, the benchmark's evaluation, ``classanchor predict`` on files, arrays or
-PIL images) takes exactly these two steps:
+PIL images) takes the same steps:
 
-1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by :data:`RESIZE_RULE`
-   (one bilinear resize, antialiased when shrinking, rounded back to uint8; an ``S x S`` image is untouched);
+1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by :data:`RESIZE_RULE`;
 2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32;
-3. with ``mirror_average`` (test-time flip), the network's logits of an image are the mean of those of the
-   image and of its left-right mirror image (:func:`classanchor.evaluate.network_logits` applies it).
+3. with ``mirror_average`` (test-time flip), an image's logits are the mean of those of the image and of its
+   mirror image (applied by :func:`classanchor.evaluate.network_logits`).
 
-Files are decoded before step 1, at their own size (:mod:`classanchor.data.decode`), so a file, the same
-pixels as an array and the same image in a benchmark split give the same network input. The object is saved
-in ``model.json`` (:meth:`Preprocessing.to_dict`) and rebuilt from it by the predictor.
+Files are decoded at their own size first (:mod:`classanchor.data.decode`), so a file, the same pixels as an
+array and the same image in a benchmark split give the same network input. The object is saved in
+``model.json`` (:meth:`Preprocessing.to_dict`).
 
 Example::
 
@@ -102,7 +101,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, record: dict) -> Preprocessing:
-        """Inverse of :meth:`to_dict` (extra keys are ignored; models saved before ``mirror_average`` lack it)."""
+        """Inverse of :meth:`to_dict`; extra keys are ignored, a missing ``mirror_average`` is False."""
         mirror_average = record.get("mirror_average", False)
         if not isinstance(mirror_average, bool):
             raise ValueError(f"mirror_average must be true or false, got {mirror_average!r}.")

@@ -1,12 +1,11 @@
 """Where image files come from: :class:`FileSource` for folders, zips and single files; the image suffixes.
 
-A source is a folder (``photos/``, every file below it), a zip or a folder inside one written as one path
-(``photos.zip/photos/train``), or one file (``cat.jpg``, ``photos.zip/photos/cat.jpg``). Names are posix
-paths relative to the source; :meth:`FileSource.where` gives the path to show a person (zip entries as
-``archive.zip/inner/name``). Hidden files (a part starting with ``.``, ``__MACOSX/``) are never listed. Zip
-entries whose name is absolute or has a ``..`` part would point outside the archive: they are never read and
-are listed in :attr:`FileSource.skipped`. :func:`expand_paths` turns paths given by a person into the image
-files to read and the entries skipped, with the reason (``classanchor predict``).
+A source is a folder (every file below it), a zip or a folder inside one written as one path
+(``photos.zip/photos/train``), or one file (``cat.jpg``, ``photos.zip/photos/cat.jpg``). Names are posix paths
+relative to the source; hidden files (a part starting with ``.``, ``__MACOSX/``) are never listed. Zip entries
+whose name is absolute or has a ``..`` part would point outside the archive: they are never read and are
+listed in :attr:`FileSource.skipped`. :func:`expand_paths` turns paths given by a person into the image files
+to read and the entries skipped, with the reason (``classanchor predict``).
 
 Example::
 
@@ -116,13 +115,12 @@ class FileSource(AbstractContextManager):
             return
         try:
             self._zip = zipfile.ZipFile(self.zip_path)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:  # damaged headers
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
             raise DataError(f"{self.zip_path}: not a readable zip archive ({err}); the file is damaged or "
                             "not a zip: copy or download it again.") from err
         self._list_zip(given, inner)
 
     def _list_zip(self, given: Path, inner: str) -> None:
-        assert self._zip is not None and self.zip_path is not None
         entries = self._zip.namelist()
         if inner and inner in entries and not inner.endswith("/"):  # one file inside the zip
             self.prefix, _, name = inner.rpartition("/")
@@ -175,20 +173,17 @@ class FileSource(AbstractContextManager):
     def folders(self, sub: str = "") -> list[str]:
         """The names of the non-hidden folders directly inside folder ``sub``, also empty ones, sorted."""
         sub = sub.strip("/")
-        if self.single_file:
-            return []
-        if self.is_zip:
+        if self.is_zip and not self.single_file:
             return sorted(posixpath.basename(f) for f in self._folders if posixpath.dirname(f) == sub)
         top = self.path / sub
-        if not top.is_dir():
+        if self.single_file or not top.is_dir():
             return []
         return sorted(e.name for e in os.scandir(top) if e.is_dir() and not _hidden(e.name))
 
     def exists(self, name: str) -> bool:
         """True when the file ``name`` is in this source."""
         if self.is_zip or self.single_file:
-            i = bisect.bisect_left(self._files, name)
-            return i < len(self._files) and self._files[i] == name
+            return name in self._files
         return (self.path / name).is_file()
 
     def where(self, name: str) -> str:
@@ -200,9 +195,7 @@ class FileSource(AbstractContextManager):
         try:
             if self._zip is not None:
                 return self._zip.read(f"{self.prefix}/{name}" if self.prefix else name)
-            if self.is_zip:
-                raise ValueError("the zip source was closed")
-            return (self.path / name).read_bytes()
+            return (self.path / name).read_bytes()  # (a closed zip source fails here: not a folder)
         except (KeyError, FileNotFoundError) as err:
             raise DataError(f"{self.where(name)}: file not found{' in the archive' if self.is_zip else ''}; "
                             f"{_DAMAGED}.") from err
@@ -237,12 +230,10 @@ class ExpandedPaths(AbstractContextManager):
         return len(self.files)
 
     def where(self, i: int) -> str:
-        source, name = self.files[i]
-        return source.where(name)
+        return FileSource.where(*self.files[i])
 
     def read(self, i: int) -> bytes:
-        source, name = self.files[i]
-        return source.read(name)
+        return FileSource.read(*self.files[i])
 
     def close(self) -> None:
         for source in self.sources:

@@ -101,8 +101,7 @@ class OpenSetTrial:
     def __post_init__(self) -> None:
         spec = get_benchmark(self.dataset)
         object.__setattr__(self, "dataset", spec.name)
-        known = tuple(int(k) for k in self.known)
-        unknown = tuple(int(u) for u in self.unknown)
+        known, unknown = tuple(map(int, self.known)), tuple(map(int, self.unknown))
         where = f"{self.dataset} trial {self.trial}"
         if not known or not unknown:
             raise ValueError(f"{where}: known and unknown classes must be non-empty.")
@@ -128,8 +127,7 @@ class OpenSetTrial:
 
 @lru_cache(maxsize=1)
 def _splits_file() -> dict:
-    text = resources.files("classanchor.data").joinpath("benchmark_splits.json").read_text("utf-8")
-    return json.loads(text)
+    return json.loads((resources.files("classanchor.data") / "benchmark_splits.json").read_text("utf-8"))
 
 
 def load_trials(dataset: str) -> tuple[OpenSetTrial, ...]:
@@ -148,12 +146,9 @@ def get_trial(dataset: str, trial: int) -> OpenSetTrial:
 
 
 def relabel(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
-    """Map original labels to 0..K-1 by rank in ``sorted(known)``; other labels (and -1) to -1.
+    """Map original labels (N,) (>= -1) to 0..K-1 by rank in ``sorted(known)``; other labels (and -1) to -1.
 
-    Args:
-        labels: integer array (N,), original class indices (>= -1).
-        known: the K known original classes (any order).
-    Returns int64 (N,), via a lookup table (no per-sample Python).
+    ``known``: the K known original classes (any order). Returns int64 (N,), via a lookup table.
     """
     labels = np.asarray(labels, dtype=np.int64)
     known_sorted = np.unique(np.asarray(known, dtype=np.int64))
@@ -168,13 +163,10 @@ def relabel(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
 
 
 def train_val_split(labels: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class random split of sample indices into train and validation.
+    """Per-class random split of sample indices (labels (N,) >= 0) into train and validation.
 
     Each class c with n_c samples gives round(val_fraction * n_c) samples to validation, chosen by a
     generator seeded with (seed, c), so a class's split does not depend on which other classes are present.
-    Args:
-        labels: integer array (N,) of class labels (>= 0).
-        val_fraction: in [0, 1).
     Returns (train_idx, val_idx): disjoint sorted int64 index arrays whose union is 0..N-1.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -221,10 +213,6 @@ class OpenSetData:
                 f"test_unknown {len(self.test_unknown)}, image_shape {self.train.image_shape})")
 
     @property
-    def num_known(self) -> int:
-        return len(self.known_names)
-
-    @property
     def input_shape(self) -> tuple[int, int, int]:
         """(H, W, C) the benchmark's network expects (images may still need resizing, e.g. MNIST)."""
         return self.trial.spec.input_shape
@@ -269,10 +257,9 @@ def build_trial(trial: OpenSetTrial, root: PathLike | Mapping[str, PathLike], *,
         raise DataError(f"{spec.name} trial {trial.trial}: no training images of known class(es) "
                         f"{missing.tolist()} in {known_root}.")
     known_names = tuple(full_train.class_names[k] for k in known)
-    train_idx, val_idx = train_val_split(full_train.labels, spec.val_fraction, seed)
-    train_labels = relabel(full_train.labels, known)
-    train = ImageSet(full_train.images[train_idx], train_labels[train_idx], known_names)
-    val = ImageSet(full_train.images[val_idx], train_labels[val_idx], known_names)
+    split = train_val_split(full_train.labels, spec.val_fraction, seed)  # seeded by the original labels
+    full_train = ImageSet(full_train.images, relabel(full_train.labels, known), known_names)
+    train, val = (full_train.subset(index) for index in split)
     del full_train
 
     same_source = spec.unknown_source == spec.known_source

@@ -43,15 +43,11 @@ def load_dataset(name: str, root: PathLike, split: str = "train",
     key = "".join(ch for ch in name.lower() if ch.isalnum())
     dataset = "tinyimagenet" if key == "tinyimagenet200" else key
     options = {"cache_dir": cache_dir, "cache": cache}
-    if dataset == "tinyimagenet":
+    if dataset == "tinyimagenet":  # reads only the requested classes
         return read_tinyimagenet(root, split, classes, progress=progress, **options)
-    if dataset == "mnist":
-        data = read_mnist(root, split, **options)
-    elif dataset == "svhn":
-        data = read_svhn(root, split, **options)
-    elif dataset in ("cifar10", "cifar100"):
-        read = read_cifar10 if dataset == "cifar10" else read_cifar100
-        data = read(root, split, progress=progress, **options)
-    else:
+    readers = {"mnist": read_mnist, "svhn": read_svhn, "cifar10": read_cifar10, "cifar100": read_cifar100}
+    if dataset not in readers:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {list(DATASETS)}.")
-    return filter_classes(data, classes, dataset)
+    if dataset.startswith("cifar"):  # decodes image files when given an image-folder copy
+        options["progress"] = progress
+    return filter_classes(readers[dataset](root, split, **options), classes, dataset)

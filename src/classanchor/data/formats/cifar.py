@@ -74,8 +74,8 @@ _CIFAR = {
 class _SafeUnpickler(pickle._Unpickler):
     """Unpickler that only rebuilds the numpy arrays found in the official CIFAR pickles.
 
-    It is the pure-Python unpickler: its memo is a dict, whereas the C one allocates and zeroes a table as long
-    as the largest memo index, so one flipped opcode (``LONG_BINPUT 1476487305``) made it claim 23 GB.
+    It is the pure-Python unpickler: its memo is a dict, whereas the C one allocates and zeroes a table as
+    long as the largest memo index, so one flipped opcode (``LONG_BINPUT 1476487305``) made it claim 23 GB.
     """
 
     _ALLOWED: ClassVar[frozenset] = frozenset({
@@ -105,14 +105,15 @@ def _cifar_from_pickles(layout: _CifarLayout, blobs: dict[str, bytes], split: st
     for member in layout.batches[split]:
         d = _unpickle(blobs[member], f"{where}: {member}")
         if "data" not in d or layout.label_key not in d:
-            raise DataError(f"{where}: {member} lacks 'data' or '{layout.label_key}' (keys {sorted(map(str, d))}); "
-                            f"this is not the official {layout.title} python version: download it again.")
+            raise DataError(f"{where}: {member} lacks 'data' or '{layout.label_key}' (keys "
+                            f"{sorted(map(str, d))}); this is not the official {layout.title} python "
+                            "version: download it again.")
         try:
             x = np.asarray(d["data"])
             y = np.asarray(d[layout.label_key], dtype=np.int64).reshape(-1)
         except (ValueError, TypeError, OverflowError) as e:  # labels that are not integers, ragged data, ...
-            raise DataError(f"{where}: {member} holds no image array and label list ({type(e).__name__}: {e}); "
-                            f"{REDOWNLOAD}.") from e
+            raise DataError(f"{where}: {member} holds no image array and label list ({type(e).__name__}: "
+                            f"{e}); {REDOWNLOAD}.") from e
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
             raise DataError(f"{where}: {member} data has dtype {x.dtype} shape {x.shape} for {len(y)} "
                             f"labels; expected uint8 (N, 3072); {REDOWNLOAD}.")
@@ -133,37 +134,31 @@ def _cifar_from_pickles(layout: _CifarLayout, blobs: dict[str, bytes], split: st
     return ImageSet(np.ascontiguousarray(np.concatenate(images)), y, names)
 
 
-def _read_cifar_tar(layout: _CifarLayout, path: Path, split: str) -> ImageSet:
-    wanted = set(layout.batches[split]) | {layout.meta}
-    blobs: dict[str, bytes] = {}
+def _read_blobs(layout: _CifarLayout, kind: str, path: Path, split: str) -> dict[str, bytes]:
+    """The pickled batches of ``split`` and the meta file (if there) from the tar or the extracted folder."""
+    wanted = (*layout.batches[split], layout.meta)
+    if kind == "pickle-dir":
+        blobs = {m: (path / m).read_bytes() for m in wanted if (path / m).is_file()}
+        missing = [m for m in layout.batches[split] if m not in blobs]
+        if missing:
+            raise DataError(f"{path / missing[0]}: file missing from the {layout.title} python version; "
+                            f"download {layout.tar} again and extract it.")
+        return blobs
+    blobs = {}
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 base = posixpath.basename(member.name)
                 if member.isfile() and base in wanted and posixpath.basename(
                         posixpath.dirname(member.name)) == layout.folder:
-                    f = tar.extractfile(member)
-                    assert f is not None
-                    blobs[base] = f.read()
+                    blobs[base] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); {REDOWNLOAD}.") from e
     missing = [m for m in layout.batches[split] if m not in blobs]
     if missing:
         raise DataError(f"{path}: {', '.join(f'{layout.folder}/{m}' for m in missing)} not in the archive; "
                         f"this is not the complete official {layout.tar}: download it again.")
-    return _cifar_from_pickles(layout, blobs, split, str(path))
-
-
-def _read_cifar_folder(layout: _CifarLayout, folder: Path, split: str) -> ImageSet:
-    blobs = {}
-    for member in (*layout.batches[split], layout.meta):
-        p = folder / member
-        if p.is_file():
-            blobs[member] = p.read_bytes()
-        elif member != layout.meta:
-            raise DataError(f"{p}: file missing from the {layout.title} python version; download "
-                            f"{layout.tar} again and extract it.")
-    return _cifar_from_pickles(layout, blobs, split, str(folder))
+    return blobs
 
 
 def _locate_cifar(layout: _CifarLayout, root: Path) -> tuple[str, Path]:
@@ -198,13 +193,15 @@ def _read_cifar(variant: str, root: PathLike, split: str, cache_dir, cache, prog
         return read_image_folder(path, split, layout.classes, image_size=(32, 32), channels=3,
                                  cache_dir=cache_dir, cache=cache, progress=progress, name=variant)
     if kind == "pickle-tar":
-        files = [file_fingerprint(path)]
-        build = lambda: _read_cifar_tar(layout, path, split)
+        files = [path]
     else:
-        members = [path / m for m in (*layout.batches[split], layout.meta) if (path / m).is_file()]
-        files = [file_fingerprint(m) for m in members]
-        build = lambda: _read_cifar_folder(layout, path, split)
-    return cached(variant, {"split": split, "files": files}, build, cache_dir, cache)
+        files = [path / m for m in (*layout.batches[split], layout.meta) if (path / m).is_file()]
+
+    def build() -> ImageSet:
+        return _cifar_from_pickles(layout, _read_blobs(layout, kind, path, split), split, str(path))
+
+    key = {"split": split, "files": [file_fingerprint(f) for f in files]}
+    return cached(variant, key, build, cache_dir, cache)
 
 
 def read_cifar10(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,

@@ -19,29 +19,23 @@ _PREFIX = {"train": "train", "test": "t10k"}
 
 
 def _find_file(root: Path, split: str, kind: str) -> Path:
-    """kind: 'images' (idx3) or 'labels' (idx1)."""
+    """The idx file of ``kind`` 'images' (idx3) or 'labels' (idx1), gzipped or not."""
+    stem = f"{_PREFIX[split]}-{kind}"
     ext = {"images": "idx3", "labels": "idx1"}[kind]
-    prefix = _PREFIX[split]
-    names = [f"{prefix}-{kind}-{ext}-ubyte.gz", f"{prefix}-{kind}-{ext}-ubyte",
-             f"{prefix}-{kind}.{ext}-ubyte.gz", f"{prefix}-{kind}.{ext}-ubyte"]
+    names = [f"{stem}-{ext}-ubyte.gz", f"{stem}-{ext}-ubyte", f"{stem}.{ext}-ubyte.gz", f"{stem}.{ext}-ubyte"]
     dirs = [root, root / "MNIST" / "raw", root / "raw", root / "MNIST"]
     return find_file(names, dirs, f"MNIST {split} {kind}",
                      f"Download the official idx files (e.g. into {root / 'MNIST' / 'raw'})")
 
 
-def _read_bytes_maybe_gzip(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: broken gzip file ({e}); {REDOWNLOAD}.") from e
-
-
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An idx file of unsigned bytes (magic 0x0000080<ndim>) as a uint8 array of the header's shape."""
-    raw = _read_bytes_maybe_gzip(path)
+    """An idx file of unsigned bytes (magic 0x0000080<ndim>), gzipped or not, as a uint8 array."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: broken gzip file ({e}); {REDOWNLOAD}.") from e
     header = 4 + 4 * ndim
     if len(raw) < header or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
         magic = raw[:4].hex() if len(raw) >= 4 else raw.hex()
@@ -63,12 +57,10 @@ def read_mnist(root: PathLike, split: str = "train", *, cache_dir: PathLike | No
     """
     check_split(split, _PREFIX, "MNIST")
     root = check_root(root, "MNIST")
-    img_path = _find_file(root, split, "images")
-    lab_path = _find_file(root, split, "labels")
+    img_path, lab_path = _find_file(root, split, "images"), _find_file(root, split, "labels")
 
     def build() -> ImageSet:
-        images = _read_idx(img_path, 3)
-        labels = _read_idx(lab_path, 1)
+        images, labels = _read_idx(img_path, 3), _read_idx(lab_path, 1)
         if len(images) != len(labels):
             raise DataError(f"{img_path} has {len(images)} images but {lab_path} has {len(labels)} labels; "
                             f"one of them is from another release: download both again.")

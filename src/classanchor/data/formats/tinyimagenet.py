@@ -61,14 +61,12 @@ class _Tiny:
         return self.files.read(self.prefix + name).decode("utf-8", errors="replace")
 
     def _classes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        wnids = sorted({w.strip() for w in self._text("wnids.txt").split()} - {""})
+        wnids = sorted(set(self._text("wnids.txt").split()))
         if not wnids:
             raise DataError(f"{self.files.where(self.prefix + 'wnids.txt')}: empty; download it again.")
-        words: dict[str, str] = {}
-        if self.files.exists(self.prefix + "words.txt"):
-            for line in self._text("words.txt").splitlines():
-                wnid, _, text = line.partition("\t")
-                words[wnid.strip()] = text.strip()
+        text = self._text("words.txt") if self.files.exists(self.prefix + "words.txt") else ""
+        rows = (line.partition("\t") for line in text.splitlines())
+        words = {wnid.strip(): name.strip() for wnid, _, name in rows}
         return tuple(wnids), tuple(words.get(w) or w for w in wnids)
 
     def train_files(self, cls: int) -> list[str]:
@@ -129,13 +127,10 @@ def read_tinyimagenet(root: PathLike, split: str = "train", classes: Iterable[in
             return found
     tiny = _Tiny(source)
     with tiny.files:
-        if classes is None:
-            wanted = np.arange(len(tiny.wnids))
-        else:
-            wanted = class_indices(classes, tiny.wnids, "TinyImageNet", noun="wnid")
-        if split == "train":
-            return _read_train(tiny, wanted, cache_dir, cache, progress)
-        return _read_val(tiny, wanted, cache_dir, cache, progress)
+        wanted = (np.arange(len(tiny.wnids)) if classes is None
+                  else class_indices(classes, tiny.wnids, "TinyImageNet", noun="wnid"))
+        read = _read_train if split == "train" else _read_val
+        return read(tiny, wanted, cache_dir, cache, progress)
 
 
 def _key(split: str, source: list, cls: int | None = None) -> dict:
