@@ -2,8 +2,9 @@
 
 Each folder ``docs/results/<run>/`` holds the small files a ``classanchor benchmark`` + ``classanchor compare``
 run wrote: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score
-of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit; where a run has no
-comparison yet, the jobs' own scores from their ``result.json``). It prints, per run,
+of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit; trials compared in a later
+run add ``compare_trial{t}.json``, joined here; where a run has no comparison yet, the jobs' own scores from
+their ``result.json``). It prints, per run,
 mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
 training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
 equals its ``result.json``::
@@ -33,8 +34,10 @@ def _mean_std(values: list[float]) -> str:
 def run_tables(folder: Path) -> str:
     results = {(r["trial"], r["job"]): r for r in map(json.loads, map(Path.read_text,
                                                                        folder.glob("trial*/*/result.json")))}
-    if (folder / "compare.json").exists():
-        compare = json.loads((folder / "compare.json").read_text())
+    studies = [json.loads(path.read_text()) for path in sorted(folder.glob("compare*.json"))]
+    if studies:  # trials compared in separate runs (compare.json, compare_trial2.json, ...) are joined
+        compare = {**studies[0], "trials": sorted({t for s in studies for t in s["trials"]}),
+                   "per_trial": [row for s in studies for row in s["per_trial"]]}
     else:  # no comparison study (yet): the jobs' own scores only
         any_job = next(iter(results.values()))
         compare = {"dataset": any_job["dataset"], "recipe": any_job["recipe"], "total_epochs": any_job["epochs"],

@@ -7,14 +7,15 @@ lengths (``--epochs-scale``) draw that recipe's curve: each point is what you ge
 with the schedule that ends there, not a snapshot of a longer run. The published full-length number is drawn
 as a reference at the full recipe's time extrapolated from the measured seconds per epoch (not measured).
 
-With ``--time-from RUN`` every point is placed at its epochs times the seconds per epoch measured in RUN
-instead (an epoch costs the same in every recipe), for runs made with different settings or under load.
+With ``--time-from NAME=RUN`` every point of recipe NAME is placed at its epochs times the median seconds per
+epoch measured in RUN instead (an epoch of one recipe costs the same at every length), for runs of a recipe
+made on different machines or under load; the recipes keep their own costs (resnet9 and classifier32 differ).
 
 Example (the runs of docs/speed.md)::
 
     .venv/bin/python benchmarks/time_to_quality.py --dataset MNIST --job cac \\
-        --runs fast=runs/fast_mnist_e1,runs/fast_mnist --runs paper=runs/mnist_short \\
-        --time-from runs/fast_mnist --out docs/figures/time_to_quality_mnist.png
+        --runs fast=runs/ttq_mnist_fast_e1,docs/results/mnist_fast --runs paper=runs/ttq_mnist_paper_e2 \\
+        --time-from fast=runs/ttq_mnist_fast_e1 --out docs/figures/time_to_quality_mnist.png
 """
 
 from __future__ import annotations
@@ -74,27 +75,27 @@ def markdown_table(runs: dict[str, list[dict]]) -> str:
 
 
 def plot(dataset: str, job: str, runs: dict[str, list[dict]], budget_minutes: float | None,
-         reference_spe: float | None = None, reference_name: str = "") -> Figure:
+         reference_spe: dict[str, float] | None = None) -> Figure:
     """Two panels (AUROC, closed-set accuracy) against training minutes, log-scaled time axis.
 
-    Without ``reference_spe`` a point's time is its run's measured ``train_seconds``. With it, every point is
-    placed at ``epochs * reference_spe``: an epoch costs the same in every recipe (same network, data, batch,
-    augmentation), so this compares recipes at equal hardware settings when the runs themselves were made with
-    different settings (float32 vs bf16) or under different load. The published full-length value of the paper
-    recipe is drawn (star) at its epochs times the same seconds per epoch.
+    A point's time is its run's measured ``train_seconds``, or ``epochs * reference_spe[recipe]`` where the
+    recipe has a reference (its runs were made on different machines or under load). The published
+    full-length value is a dashed line, and a star at the paper recipe's epochs times the paper runs' seconds
+    per epoch where paper runs were measured.
     """
+    reference_spe = reference_spe or {}
     fig = Figure(figsize=(10, 5.2), layout="constrained")
     axes = fig.subplots(1, 2)
     published = PUBLISHED.get(dataset, {}).get(job)
     full_paper = get_recipe(dataset, "paper").total_epochs
 
-    def minutes(r: dict) -> float:
-        return (r["epochs"] * reference_spe if reference_spe else r["train_seconds"]) / 60
+    def minutes(r: dict, name: str) -> float:
+        return (r["epochs"] * reference_spe[name] if name in reference_spe else r["train_seconds"]) / 60
 
     for ax, key, label in ((axes[0], "auroc", "AUROC (open set)"), (axes[1], "accuracy", "closed-set accuracy")):
         for name, rows in runs.items():
-            rows = sorted(rows, key=minutes)
-            x, y = [minutes(r) for r in rows], [r[key] for r in rows]
+            rows = sorted(rows, key=lambda r: minutes(r, name))
+            x, y = [minutes(r, name) for r in rows], [r[key] for r in rows]
             color = COLORS.get(name)
             ax.plot(x, y, "o-", color=color,
                     label=f"{name} recipe: complete runs of {', '.join(str(r['epochs']) for r in rows)} epochs")
@@ -103,15 +104,17 @@ def plot(dataset: str, job: str, runs: dict[str, list[dict]], budget_minutes: fl
                             color=color)
         value = None if published is None else (published[0] if key == "accuracy" else published[1])
         if value is not None:
-            spe = reference_spe or seconds_per_epoch(runs.get("paper", next(iter(runs.values()))))
-            ax.plot([spe * full_paper / 60], [value], "*", color=COLORS["paper"], markersize=13,
-                    label=f"paper recipe, {full_paper} epochs: published value (mean of 5 trials), time extrapolated")
-            ax.axhline(value, color="grey", linestyle="--", linewidth=0.8)
+            ax.axhline(value, color="grey", linestyle="--", linewidth=0.8,
+                       label=f"published (paper recipe, {full_paper} epochs, mean of 5 trials)")
+            if "paper" in runs:
+                spe = reference_spe.get("paper") or seconds_per_epoch(runs["paper"])
+                ax.plot([spe * full_paper / 60], [value], "*", color=COLORS["paper"], markersize=13,
+                        label="published value at the paper recipe's full length, time extrapolated")
         if budget_minutes:
             ax.axvline(budget_minutes, color="grey", linestyle=":", label=f"{budget_minutes:g} min budget")
         ax.set_xscale("log")
-        ax.set_xlabel("training minutes (log scale), 2-core CPU" + (
-            f"\n= epochs x {reference_spe:.0f} s (median epoch of {reference_name})" if reference_spe else ""))
+        ax.set_xlabel("training minutes (log scale), 2-core CPU, float32" + "".join(
+            f"\n{name}: epochs x {spe:.0f} s (its median epoch)" for name, spe in reference_spe.items()))
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -129,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME=FOLDER[,FOLDER...]: benchmark run folders of one recipe (repeatable)")
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="vertical line (0: none)")
     parser.add_argument("--out", help="PNG to write")
-    parser.add_argument("--time-from", help="run FOLDER whose median seconds per epoch place every point "
-                        "(epochs x that); default: each run's own measured training time")
+    parser.add_argument("--time-from", action="append", default=[],
+                        help="NAME=FOLDER: the run whose median seconds per epoch place every point of recipe "
+                        "NAME (epochs x that; repeatable); default: each run's own measured training time")
     args = parser.parse_args(argv)
     runs: dict[str, list[dict]] = {}
     for spec in args.runs:
@@ -139,17 +143,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--runs expects NAME=FOLDER[,FOLDER...], got {spec!r}")
         runs[name] = [read_run(Path(f), args.job, args.trial) for f in folders.split(",") if f]
     print(markdown_table(runs))
-    reference_spe = None
-    if args.time_from:
-        reference_spe = seconds_per_epoch([read_run(Path(args.time_from), args.job, args.trial)])
-        print(f"\ntime axis: epochs x {reference_spe:.1f} s, the median epoch of {args.time_from}")
+    reference_spe = {}
+    for spec in args.time_from:
+        name, _, folder = spec.partition("=")
+        if not folder:
+            parser.error(f"--time-from expects NAME=FOLDER, got {spec!r}")
+        reference_spe[name] = seconds_per_epoch([read_run(Path(folder), args.job, args.trial)])
+        print(f"\ntime axis of {name}: epochs x {reference_spe[name]:.1f} s, the median epoch of {folder}")
     if "paper" in runs:
-        spe = reference_spe or seconds_per_epoch(runs["paper"])
+        spe = reference_spe.get("paper") or seconds_per_epoch(runs["paper"])
         total = get_recipe(args.dataset, "paper").total_epochs
         print(f"\npaper recipe at full length ({total} epochs) at {spe:.0f} s/epoch: "
               f"{spe * total / 3600:.1f} h of training (extrapolated, not measured)")
     if args.out:
-        fig = plot(args.dataset, args.job, runs, args.budget_minutes or None, reference_spe, args.time_from or "")
+        fig = plot(args.dataset, args.job, runs, args.budget_minutes or None, reference_spe)
         print(f"\nwrote {save_figure(fig, args.out)}")
     return 0 if all(not math.isnan(r["auroc"]) for rows in runs.values() for r in rows) else 1
 

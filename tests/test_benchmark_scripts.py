@@ -47,3 +47,23 @@ def test_results_tables_agree_with_the_committed_result_files(run):
     aurocs = [json.loads(p.read_text())["auroc"] for p in run.glob("trial*/cac/result.json")]
     row = next(line for line in table.splitlines() if line.startswith("| CAC"))
     assert f"{statistics.fmean(aurocs):.4f} ± {statistics.pstdev(aurocs):.4f}" in row
+
+
+def test_time_to_quality_plots_committed_runs_at_their_measured_or_reference_time(tmp_path, capsys):
+    """The AUROC-versus-time figure of docs/speed.md is drawn from committed run folders; a point's time is
+    its measured training time, or its epochs times the reference run's median epoch (--time-from)."""
+    import json
+
+    ttq = load_script("time_to_quality")
+    run = RESULTS / "mnist_fast"
+    result = json.loads((run / "trial0" / "cac" / "result.json").read_text())
+    rows = ttq.read_run(run, "cac", 0)
+    assert rows["epochs"] == len(json.loads((run / "trial0" / "cac" / "history.json").read_text()))
+    assert rows["seconds_per_epoch"] == pytest.approx(result["train_seconds"] / rows["epochs"])
+    out = tmp_path / "ttq.png"
+    assert ttq.main(["--dataset", "MNIST", "--runs", f"fast={run}", "--time-from", f"fast={run}",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{result['auroc']:.4f}" in printed and out.stat().st_size > 10_000
+    durations = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + rows["history"], rows["history"])]
+    assert f"epochs x {sorted(durations)[len(durations) // 2]:.1f} s" in printed  # odd count: the middle one

@@ -87,19 +87,14 @@ class BenchmarkConfig(RunSettings):
 
 def job_name(method: Method) -> str:
     """Folder name of a method with its hyperparameters; the paper's defaults give just the name."""
-    name = method.name
-    if method.anchor_magnitude != 10.0:
-        name += f"_a{method.anchor_magnitude:g}"
-    if method.uses_anchors and method.name == "cac" and method.anchor_weight != 0.1:
-        name += f"_l{method.anchor_weight:g}"
-    return name
+    alpha = f"_a{method.anchor_magnitude:g}" if method.anchor_magnitude != 10.0 else ""
+    weight = f"_l{method.anchor_weight:g}" if method.name == "cac" and method.anchor_weight != 0.1 else ""
+    return method.name + alpha + weight
 
 
-def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *, device: torch.device | str,
-            seed: int = 0, backbone: str | None = None, backbone_kwargs: dict | None = None,
-            precision: str = "auto", compile: bool = False, eval_batch_size: int = 1000,
+def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, config: RunSettings,
             progress: bool = True) -> dict:
-    """Fit and evaluate one method on one trial (resumable); returns the contents of ``result.json``.
+    """Fit and evaluate one method on one trial with ``config`` (resumable); returns ``result.json``'s contents.
 
     :func:`classanchor.pipeline.fit_open_set` trains and calibrates; the model's :meth:`evaluate` measures
     every open-set metric on the trial's test images once.
@@ -107,11 +102,11 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
     result_path = job_dir / "result.json"
     if result_path.exists():
         return read_json(result_path)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    trial = data.trial.trial
-    fitted = fit_open_set(data.train, data.val, recipe, method, class_names=data.known_names, backbone=backbone,
-                          backbone_kwargs=backbone_kwargs, device=device, seed=seed + trial, precision=precision,
-                          compile=compile, state_path=job_dir / "state.pt", eval_batch_size=eval_batch_size,
+    trial, device = data.trial.trial, resolve_device(config.device)
+    fitted = fit_open_set(data.train, data.val, recipe, method, class_names=data.known_names,
+                          backbone=config.backbone, backbone_kwargs=config.backbone_kwargs, device=device,
+                          seed=config.seed + trial, precision=config.precision, compile=config.compile,
+                          state_path=job_dir / "state.pt", eval_batch_size=config.eval_batch_size,
                           progress=progress, description=f"{data.trial.dataset} t{trial} ")
     model = fitted.model
     start = time.perf_counter()
@@ -119,7 +114,7 @@ def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, *,
     known_classes = np.asarray(data.trial.known_sorted)[data.test_known.labels]
     classes = torch.from_numpy(np.concatenate([known_classes, data.unknown_labels]))
     test_logits, report = model.evaluate(test.images, test.labels, classes=classes, device=device,
-                                         batch_size=eval_batch_size)
+                                         batch_size=config.eval_batch_size)
     eval_seconds = time.perf_counter() - start
     logits = Logits(fitted.train_logits, fitted.train_labels, test_logits, torch.as_tensor(test.labels), classes,
                     fitted.val_logits, fitted.val_labels, anchors=getattr(model.detector, "means_", None),
@@ -149,8 +144,7 @@ def format_benchmark_table(dataset: str, results: list[dict], recipe: Recipe, fu
     """Markdown: measured mean ± std over trials beside the published values, plus a per-trial table."""
     lines = [f"# {dataset}: open-set benchmark", ""]
     if recipe.total_epochs < full.total_epochs:
-        epochs = " + ".join(str(s.epochs) for s in recipe.stages)
-        paper = " + ".join(str(s.epochs) for s in full.stages)
+        epochs, paper = (" + ".join(str(s.epochs) for s in r.stages) for r in (recipe, full))
         lines += [f"**Shortened run**: {epochs} epochs instead of the recipe's {paper}; numbers below are not "
                   "comparable to the published ones at full length.", ""]
     score_of = {m: SCORE_LABELS[get_method(m).detector] for m in ("cac", "ce")}
@@ -160,15 +154,12 @@ def format_benchmark_table(dataset: str, results: list[dict], recipe: Recipe, fu
               for job in dict.fromkeys(r["job"] for r in results)}
     for job, rows in by_job.items():
         acc, auc = np.array([r["accuracy"] for r in rows]), np.array([r["auroc"] for r in rows])
-        published = [_fmt(v) for v in PUBLISHED.get(dataset, {}).get(job, (None, None))]
+        published = ["-" if v is None else f"{v:.3f}"
+                     for v in PUBLISHED.get(dataset, {}).get(job, (None, None))]
         lines.append(f"| {job} | {len(rows)} | {acc.mean():.4f} ± {acc.std():.4f} | {published[0]} "
                      f"| {auc.mean():.4f} ± {auc.std():.4f} | {published[1]} |")
     lines += per_trial_lines("accuracy / AUROC", "job", by_job.items(), sorted({r["trial"] for r in results}))
     return "\n".join(lines) + "\n"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def per_trial_lines(title: str, head: str, groups, trials: list[int]) -> list[str]:
@@ -185,7 +176,6 @@ def per_trial_lines(title: str, head: str, groups, trials: list[int]) -> list[st
 
 
 def job_dir(out: str | Path, trial: int, method: Method) -> Path:
-    """The folder of one job in a run folder: ``out/trial{t}/{job_name(method)}``."""
     return Path(out) / f"trial{trial}" / job_name(method)
 
 
@@ -202,21 +192,17 @@ def _trial_data(dataset: str, trial: int, data_root: str, seed: int, progress: b
 
 
 def _train(config: RunSettings, dataset: str, trial: int, method: Method, recipe: Recipe, folder: str,
-           progress: bool) -> None:
-    """Train and evaluate one job into ``folder``. Under torchrun a rank other than 0 trains along in a
-    scratch folder holding a copy of rank 0's resume state, then deletes it: only rank 0 writes."""
+           progress: bool) -> dict:
+    """:func:`run_job` into ``folder``. Under torchrun a rank other than 0 trains along in a scratch folder
+    holding a copy of rank 0's resume state, then deletes it: only rank 0 writes."""
     data = _trial_data(dataset, trial, config.data_root, config.seed, progress)
-    scratch = None if distributed.is_main() else Path(tempfile.mkdtemp(prefix=f"classanchor-r{distributed.rank()}-"))
-    try:
-        if scratch is not None and (Path(folder) / "state.pt").exists():
-            shutil.copy(Path(folder) / "state.pt", scratch / "state.pt")
-        run_job(data, recipe, method, scratch or Path(folder), device=resolve_device(config.device),
-                seed=config.seed, backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
-                precision=config.precision, compile=config.compile, eval_batch_size=config.eval_batch_size,
-                progress=progress)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    if distributed.is_main():
+        return run_job(data, recipe, method, Path(folder), config, progress)
+    prefix = f"classanchor-r{distributed.rank()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as scratch:
+        if (Path(folder) / "state.pt").exists():
+            shutil.copy(Path(folder) / "state.pt", scratch)
+        return run_job(data, recipe, method, Path(scratch), config, progress)
 
 
 def train_missing(config: RunSettings, dataset: str, recipe: Recipe, jobs: list[tuple[int, Method]],
@@ -260,8 +246,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None)
     methods = _methods(config, config.methods)
     if not methods or not config.trials:
         raise ValueError("nothing to run: give at least one method (--methods) and one trial (--trials).")
-    device = resolve_device(config.device)
-    resolve_precision(config.precision, device)
+    resolve_precision(config.precision, resolve_device(config.device))
     backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
     build_backbone(backbone, 2, get_benchmark(dataset).input_shape[2], recipe.image_size, **backbone_kwargs)
     out = Path(config.out)

@@ -1,4 +1,4 @@
-"""Command-line interface: ``classanchor <command>``; each command lives in ``classanchor.commands.<module>``.
+"""Command-line interface: ``classanchor <command>``; the commands live in ``classanchor.commands``.
 
 Usage errors (a bad flag value, a missing file, a config that does not fit) end with exit code 2 and one line
 ``classanchor <command>: error: ...`` on stderr, never a traceback.
@@ -7,8 +7,6 @@ Usage errors (a bad flag value, a missing file, a config that does not fit) end 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 
 from ._version import __version__
@@ -20,11 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="classanchor", description="Open-set recognition with Class Anchor Clustering.")
     parser.add_argument("--version", action="version", version=f"classanchor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    from . import commands as command_package
+    from .commands import benchmark, studies, user
 
-    for info in sorted(pkgutil.iter_modules(command_package.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{command_package.__name__}.{info.name}").add_parser(commands)
+    for module in (benchmark, studies, user):
+        module.add_parser(commands)
     return parser
 
 

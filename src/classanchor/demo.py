@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 from .data.imageset import ImageSet
-from .evaluate import SCORE_LABELS
+from .evaluate import SCORE_LABELS, aggregate_reports
 from .io import RunFolder, write_json, write_text
 from .methods import get_method
 from .pipeline import fit_open_set
@@ -59,41 +59,31 @@ def digits_open_set_split(seed: int, n_known: int):
     return images, digits, labels, known, {"train": rest[n_val:], "val": rest[:n_val], "test": test}
 
 
-def demo_recipe(config: DemoConfig) -> Recipe:
-    """The demo's training recipe: one one-cycle stage, no augmentation (8 x 8 digits), no dropout."""
-    stage = Stage(config.epochs, config.lr, schedule="onecycle")
-    return Recipe("digits", "demo", (stage,), config.batch_size, config.weight_decay, image_size=8, scale_min=1.0,
-                  flip_p=0.0, rotation_deg=0.0, dropout=0.0, flip_anchor_fit=False)
-
-
 def run_split(config: DemoConfig, split: int, method_name: str) -> dict:
     """Fit one method on one split (:func:`classanchor.pipeline.fit_open_set`); returns its accuracy and AUROC."""
     images, digits, labels, known, index = digits_open_set_split(config.seed + split, config.known_classes)
     names = tuple(str(d) for d in known)
-
-    def part(name: str) -> ImageSet:
-        return ImageSet(images[index[name], :, :, None], labels[index[name]], names)
-
-    fitted = fit_open_set(part("train"), part("val"), demo_recipe(config), get_method(method_name),
+    train, val, test = (ImageSet(images[index[part], :, :, None], labels[index[part]], names)
+                        for part in ("train", "val", "test"))
+    # one one-cycle stage, no augmentation (8 x 8 digits), no dropout
+    recipe = Recipe("digits", "demo", (Stage(config.epochs, config.lr, schedule="onecycle"),), config.batch_size,
+                    config.weight_decay, image_size=8, scale_min=1.0, flip_p=0.0, rotation_deg=0.0, dropout=0.0,
+                    flip_anchor_fit=False)
+    fitted = fit_open_set(train, val, recipe, get_method(method_name),
                           backbone="small_cnn", device="cpu", seed=config.seed + split, precision="float32",
                           channels_last=False, eval_batch_size=512, progress=False)
-    test = part("test")
     _, report = fitted.model.evaluate(test.images, test.labels, device="cpu", batch_size=512)
-    return {"split": split, "method": method_name, "known_digits": known.tolist(), "accuracy": report["accuracy"],
-            "auroc": report["auroc"], "unknown_recall": report["unknown_recall"],
-            "known_acceptance": report["known_acceptance"]}
+    return {"split": split, "method": method_name, "known_digits": known.tolist(),
+            **{key: report[key] for key in ("accuracy", "auroc", "unknown_recall", "known_acceptance")}}
 
 
 def format_table(results: list[dict]) -> str:
     """A Markdown table: method, score, closed-set accuracy and AUROC as mean ± std over splits."""
     lines = ["| method | open-set score | closed-set accuracy | AUROC |", "|---|---|---|---|"]
-    for method in ("cac", "ce"):
-        rows = [r for r in results if r["method"] == method]
-        acc = np.array([r["accuracy"] for r in rows])
-        auc = np.array([r["auroc"] for r in rows])
-        label = "CAC" if method == "cac" else "cross-entropy"
-        lines.append(f"| {label} | {SCORE_LABELS[get_method(method).detector]} | {acc.mean():.4f} ± {acc.std():.4f} "
-                     f"| {auc.mean():.4f} ± {auc.std():.4f} |")
+    for method, label in (("cac", "CAC"), ("ce", "cross-entropy")):
+        stats = aggregate_reports([r for r in results if r["method"] == method], ("accuracy", "auroc"))
+        cells = [f"{stats[key]['mean']:.4f} ± {stats[key]['std']:.4f}" for key in ("accuracy", "auroc")]
+        lines.append(f"| {label} | {SCORE_LABELS[get_method(method).detector]} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -103,13 +93,11 @@ def run_demo(config: DemoConfig = DemoConfig(), progress: bool = True) -> tuple[
         raise ValueError(f"the demo needs at least one split, got {config.splits}.")
     folder = RunFolder.create(Path(config.out), config)
     start = time.perf_counter()
-    jobs = [(split, method) for split in range(config.splits) for method in ("cac", "ce")]
-    results = []
-    for split, method in tqdm(jobs, desc="demo: train + evaluate", unit="run", disable=not progress):
-        results.append(run_split(config, split, method))
-    table = format_table(results)
+    jobs = tqdm([(split, method) for split in range(config.splits) for method in ("cac", "ce")],
+                desc="demo: train + evaluate", unit="run", disable=not progress)
+    results = [run_split(config, split, method) for split, method in jobs]
     summary = (f"Open-set digits (scikit-learn 8x8): {config.known_classes} known / {10 - config.known_classes} "
-               f"unknown digits, {config.splits} random splits, mean ± std.\n\n{table}\n\n"
+               f"unknown digits, {config.splits} random splits, mean ± std.\n\n{format_table(results)}\n\n"
                f"Wall time: {time.perf_counter() - start:.1f} s on {torch.get_num_threads()} CPU threads.\n")
     write_json(folder.file("results.json"), results)
     write_text(folder.file("results.md"), summary)

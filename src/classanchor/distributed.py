@@ -86,8 +86,7 @@ class ShardedLoader:
     """
 
     def __init__(self, loader) -> None:
-        self.loader, self.rank, self.world = loader, rank(), world_size()
-        self.loss_scale = 1.0
+        self.loader, self.rank, self.world, self.loss_scale = loader, rank(), world_size(), 1.0
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -107,23 +106,17 @@ class ShardedLoader:
             yield x.tensor_split(self.world)[self.rank], part
 
 
-def _all_sum(x: torch.Tensor) -> torch.Tensor:
-    x = x.clone()
-    dist.all_reduce(x)
-    return x
-
-
 class _AllSum(torch.autograd.Function):
     """Sum over ranks, differentiable: the gradient of each rank's input is the sum of the ranks' gradients
-    (the output is the same on every rank, and every rank's loss depends on it)."""
+    (the output is the same on every rank, and every rank's loss depends on it), so backward is forward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return _all_sum(x)
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return _all_sum(grad)
+    backward = forward
 
 
 def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -136,8 +129,7 @@ def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     x = x.float()
     shape, dims = (1, -1) + (1,) * (x.ndim - 2), [0, *range(2, x.ndim)]
     stats = _AllSum.apply(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
-    count = stats[-1]
-    mean = stats[:-1] / count
+    count, mean = stats[-1], stats[:-1] / stats[-1]
     centred = x - mean.view(shape)
     var = _AllSum.apply(centred.square().sum(dims)) / count
     if self.track_running_stats:

@@ -1,10 +1,8 @@
 """The evaluation protocol (Algorithm 1 of the paper): logits once, then anchors, scores and metrics.
 
-The network runs once per split; everything after that works on the saved logits (:class:`Logits`),
-so any score (CAC, softmax, OpenMax, ...) can be computed later without the network:
-:func:`open_set_evaluation` fits one detector on the training logits, calibrates its threshold on the
-known validation logits and returns every open-set metric of the test logits; :func:`aggregate_reports`
-turns the reports of several trials into mean and standard deviation.
+The network runs once per split (:func:`network_logits`); everything after that works on the saved logits
+(:class:`Logits`), so any score (CAC, softmax, OpenMax, ...) can be computed later without the network:
+:func:`open_set_evaluation` per trial, :func:`aggregate_reports` over trials.
 """
 
 from __future__ import annotations
@@ -39,8 +37,7 @@ SCORE_LABELS: dict[str, str] = {"cac": "min rejection score (Eq. 11)", "msp": "m
 CPU_EVAL_BATCH = 128
 #: Constructor arguments used when a detector is given by name: the class-mean detectors fall back to all
 #: training samples of a class without a correctly classified one, as the benchmark's evaluation does.
-DETECTOR_DEFAULTS: dict[str, dict] = {"cac": {"empty_class": "all_samples"},
-                                      "class_mean": {"empty_class": "all_samples"}}
+DETECTOR_DEFAULTS: dict[str, dict] = {name: {"empty_class": "all_samples"} for name in ("cac", "class_mean")}
 
 
 @dataclass
@@ -88,14 +85,11 @@ class Logits:
 @torch.inference_mode()
 def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *, device: torch.device | str = "cpu",
                    batch_size: int = 1000, hflip: bool = False, layout: str | None = None) -> torch.Tensor:
-    """The test-time forward pass of the evaluation and the predictor: uint8 images -> (N, K) float32 logits on
-    the CPU, through ``preprocessing`` (resize, normalisation, mirror average where it says so), in the memory
-    format :func:`classanchor.train.use_channels_last` picks for ``device``.
-
-    Args:
-        images: uint8 ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` array or tensor, any ``H x W``.
-        batch_size: images per forward pass; on a CPU at most :data:`CPU_EVAL_BATCH` (faster, as measured).
-        hflip: feed the images mirrored left-right (the anchor fit on mirrored training images).
+    """The test-time forward pass of the evaluation and the predictor: uint8 images ``(N, H, W)``,
+    ``(N, C, H, W)`` or ``(N, H, W, C)`` of any size -> (N, K) float32 logits on the CPU, through
+    ``preprocessing`` (resize, normalisation, mirror average where it says so), in the memory format
+    :func:`classanchor.train.use_channels_last` picks for ``device``. On a CPU ``batch_size`` is at most
+    :data:`CPU_EVAL_BATCH` (faster, as measured); ``hflip`` feeds the images mirrored (anchor fit on mirrors).
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -111,8 +105,7 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
         if preprocessing.mirror_average:  # test-time flip: (f(x) + f(mirror x)) / 2
             logits = (logits + net(to_memory_format(x.flip(-1), channels_last)).float()) / 2
         outputs.append(logits.cpu())
-    k = getattr(net, "num_classes", 0)
-    return torch.cat(outputs) if outputs else torch.zeros(0, k)
+    return torch.cat(outputs) if outputs else torch.zeros(0, getattr(net, "num_classes", 0))
 
 
 def load_logits(path: str | os.PathLike) -> Logits:
@@ -135,43 +128,32 @@ def open_set_evaluation(logits: Logits, detector: str | Detector = "cac", *, acc
     2. threshold theta = :func:`~classanchor.metrics.calibrate_threshold` of the detector's scores on the known
        *validation* logits, accepting ``accept_rate`` of them (the test set is never used to choose theta);
     3. :func:`~classanchor.metrics.open_set_report` of the test scores and predictions at theta, with the
-       unknown-to-known confusion (Fig. 4) of the unknowns accepted at theta.
+       unknown-to-known confusion (Fig. 4; rows: the original class ids ``logits.test_classes``) at theta.
 
-    Args:
-        logits: one network's logits; ``test_classes`` gives the confusion rows (original class ids).
-        detector: a registry name (``classanchor.detectors.DETECTORS``; names get :data:`DETECTOR_DEFAULTS`
-            unless ``detector_kwargs`` are given) or an unfitted detector instance.
-        accept_rate: share of known validation samples accepted at the threshold.
-    Returns:
-        the report dict (keys :data:`METRIC_KEYS`, ``n_known``, ``n_unknown``, ``threshold``,
-        :data:`THRESHOLD_KEYS`, ``unknown_confusion``) plus ``detector_repr`` (e.g. ``"MSPDetector()"``) and ``accept_rate``.
-        Fallback: logits without validation logits (saved before they were kept) give ``threshold: None`` and
-        no threshold metrics; the confusion then counts every unknown sample.
-    """
+    ``detector``: a name of ``classanchor.detectors.DETECTORS`` (with :data:`DETECTOR_DEFAULTS` unless
+    ``detector_kwargs`` are given) or an unfitted instance. Returns the report (:data:`METRIC_KEYS`,
+    :data:`THRESHOLD_KEYS`, ``n_known``, ``n_unknown``, ``threshold``, ``unknown_confusion``) plus
+    ``detector_repr`` (e.g. ``"MSPDetector()"``) and ``accept_rate``. Logits saved without validation logits
+    give ``threshold: None``, no threshold metrics, and a confusion counting every unknown sample."""
     if isinstance(detector, str):
         detector = make_detector(detector, **(detector_kwargs or DETECTOR_DEFAULTS.get(detector, {})))
     elif detector_kwargs:
         raise ValueError("detector_kwargs are only used with a detector name; configure the instance instead.")
     detector.fit(logits.train, logits.train_labels)
     prediction, score = detector.decide(logits.test)
-    threshold = None
-    if logits.val is not None:
-        threshold = calibrate_threshold(detector.score(logits.val), accept_rate)
+    threshold = None if logits.val is None else calibrate_threshold(detector.score(logits.val), accept_rate)
     report = open_set_report(score, prediction, logits.test_labels, threshold, classes=logits.test_classes,
                              num_classes=logits.train.shape[1])
     if threshold is None:
         report.update({"threshold": None, **{key: None for key in THRESHOLD_KEYS}})
-    report["detector_repr"] = repr(detector)
-    report["accept_rate"] = accept_rate
+    report.update(detector_repr=repr(detector), accept_rate=accept_rate)
     return report
 
 
 def aggregate_reports(reports: Sequence[dict], keys: Sequence[str] = METRIC_KEYS + THRESHOLD_KEYS) -> dict:
-    """Mean and standard deviation over trials: ``{key: {"mean", "std", "n"}}``.
-
-    ``std`` is the population standard deviation (``ddof=0``, as the benchmark table); reports where a key is
-    missing or None are left out of that key (``n`` counts the rest; ``mean``/``std`` are None when n = 0).
-    """
+    """Mean and population standard deviation (``ddof=0``, as the benchmark table) over trials:
+    ``{key: {"mean", "std", "n"}}``; reports where a key is missing or None are left out of that key (``n``
+    counts the rest; ``mean``/``std`` are None when n = 0)."""
     summary = {}
     for key in keys:
         values = np.array([r[key] for r in reports if r.get(key) is not None], dtype=np.float64)

@@ -49,7 +49,6 @@ class InProcess:
     in_process = True
 
     def run(self, jobs: Sequence[Job], progress: bool = True) -> list:
-        """The jobs' return values, in order."""
         results = []
         with _bar(len(jobs), progress) as bar:
             for i, job in enumerate(jobs):
@@ -98,12 +97,6 @@ class RayExecutor:
             _check_reachable(address)
         self.address, self.cpus, self.gpus, self.max_retries = address, cpus_per_job, gpus_per_job, max_retries
 
-    def _running(self, ray, left: int) -> int:
-        """Jobs running now, from the resources in use (the cluster's, so other work counts too)."""
-        key, each = ("GPU", self.gpus) if self.gpus else ("CPU", self.cpus)
-        used = ray.cluster_resources().get(key, 0) - ray.available_resources().get(key, 0)
-        return min(left, round(used / each))
-
     def run(self, jobs: Sequence[Job], progress: bool = True) -> list:
         """The jobs' return values, in order (``None`` for a failed job, after all of them ended)."""
         if not jobs:
@@ -121,6 +114,7 @@ class RayExecutor:
         index = {ref: i for i, ref in enumerate(waiting)}
         results: list = [None] * len(jobs)
         failed: list[str] = []
+        kind, each = ("GPU", self.gpus) if self.gpus else ("CPU", self.cpus)
         try:
             with _bar(len(jobs), progress) as bar:
                 while waiting:
@@ -131,7 +125,9 @@ class RayExecutor:
                         except ray.exceptions.RayError as err:
                             failed.append(self._report(jobs[index[ref]].name, err))
                         bar.update(1)
-                    running = self._running(ray, len(waiting))
+                    # jobs running now, from the resources in use (the cluster's, so other work counts too)
+                    used = ray.cluster_resources().get(kind, 0) - ray.available_resources().get(kind, 0)
+                    running = min(len(waiting), round(used / each))
                     bar.set_postfix(running=running, queued=len(waiting) - running, failed=len(failed))
         except BaseException:
             for ref in waiting:

@@ -4,9 +4,6 @@ Steps: read and split the folder (:func:`classanchor.data.folders.load_user_data
 the run folder's config, :func:`classanchor.pipeline.fit_open_set` (resumable: ``out/state.pt``), measure the
 test split (known test images + every image of the unknown classes) at the threshold, save ``out/model``.
 A run folder whose ``metrics.json`` exists is not trained again.
-
-    >>> predictor, metrics = train_on_folder(FolderTrainConfig("photos.zip", "runs/photos",
-    ...                                                        unknown=("fox",)))      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -38,18 +35,15 @@ class FolderTrainConfig:
         out: the run folder (config.json, data.json, state.pt, history.json, model/, metrics.json).
         known, unknown: class folder names; known None = every class not in ``unknown``.
         epochs: total epochs (stage 1 at ``lr`` for the first 3/4, stage 2 at ``lr / 10``; paper 150 + 50).
-        image_size: S; every image becomes S x S pixels (classifier32 needs a multiple of 8: 32 or 64).
-        channels: 1, 3 or None (automatic: 1 if every image is grey).
-        backbone, backbone_kwargs: ``models.registry`` name and its keyword arguments (classifier32 gets
-            ``dropout=0.2`` unless given).
-        accept_rate / threshold: share of known validation images the calibrated threshold accepts, or a
-            fixed threshold.
+        image_size, channels: every image becomes S x S pixels (classifier32: a multiple of 8) with 1 or 3
+            channels (None: 1 if every image is grey).
+        backbone, backbone_kwargs: ``models.registry`` name and arguments (classifier32: dropout 0.2 unless
+            given). accept_rate / threshold: share of known validation images accepted, or a fixed threshold.
         val_fraction, test_fraction, max_per_class: per-class shares of each known class for validation and
             the test metrics; at most this many images per class (seeded subset) for quick runs.
-        batch_size, lr: SGD batch size and stage-1 learning rate; flip: random horizontal flips (and mirrored
-            copies in the anchor fit; turn off for images whose meaning changes when mirrored, e.g. text).
-        seed, device, precision: split / weights / augmentation seed; 'auto', 'cpu', 'cuda', ...; training
-            precision 'auto', 'float32' or 'bf16'.
+        flip: random horizontal flips and mirrored copies in the anchor fit (off for e.g. text).
+        batch_size, lr, seed: SGD batch size, stage-1 learning rate; seed of split, weights and augmentation.
+        device, precision: 'auto', 'cpu', 'cuda', ...; training precision 'auto', 'float32' or 'bf16'.
     """
 
     data: str
@@ -92,12 +86,10 @@ class FolderTrainConfig:
 def user_recipe(epochs: int = 30, image_size: int = 32, batch_size: int = 128, lr: float = 0.01,
                 flip: bool = True) -> Recipe:
     """The default recipe for your own images: the paper's CIFAR10 recipe with ``epochs`` instead of 150 + 50.
-
     From CIFAR10's (paper Table 4 + reference code): SGD momentum 0.9, weight decay 5e-6, batch 128,
     RandomResizedCrop scale 0.8-1, flip 0.5, rotation 10 degrees, dropout 0.2, anchors also fitted on
     mirrored images. Stage 1 = the first ``max(1, floor(3/4 epochs))`` epochs at ``lr``, stage 2 = the rest
-    at ``lr / 10`` (restarting from stage 1's best checkpoint), as 150 + 50 in the paper.
-    """
+    at ``lr / 10`` (restarting from stage 1's best checkpoint), as 150 + 50 in the paper."""
     base = get_recipe("CIFAR10")
     first = max(1, (3 * epochs) // 4)
     stages = (Stage(first, lr),) + ((Stage(epochs - first, lr / 10),) if epochs > first else ())
@@ -106,12 +98,8 @@ def user_recipe(epochs: int = 30, image_size: int = 32, batch_size: int = 128, l
 
 
 def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tuple[OpenSetPredictor, dict]:
-    """Fit CAC on an image folder and save the open-set model; returns (OpenSetPredictor, metrics dict).
-
-    ``metrics.json`` holds the validation accuracy, the threshold and its calibration, the test report (the
-    open-set report when unknown classes are given), precision, device, threads and wall times. Nothing is
-    written before the data and the backbone check out.
-    """
+    """Fit CAC on an image folder and save the open-set model; returns (OpenSetPredictor, metrics dict of
+    ``metrics.json``). Nothing is written before the data and the backbone check out."""
     out = Path(config.out)
     device = resolve_device(config.device)
     if (out / "metrics.json").exists():

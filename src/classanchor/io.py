@@ -42,13 +42,10 @@ _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _NOT_WRITABLE = (*_DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _last_touched(path: Path) -> float:
-    """The newest mtime of ``path`` and what lies up to two levels below it (a temporary folder's files)."""
-    paths = [path]
-    if path.is_dir() and not path.is_symlink():
-        children = list(path.iterdir())
-        paths += children + [g for c in children if c.is_dir() and not c.is_symlink() for g in c.iterdir()]
-    return max(p.lstat().st_mtime for p in paths)
+def _last_touched(path: Path, depth: int = 2) -> float:
+    """The newest mtime of ``path`` and of what lies up to ``depth`` levels below it (a temporary folder)."""
+    below = path.iterdir() if depth and path.is_dir() and not path.is_symlink() else ()
+    return max([path.lstat().st_mtime, *(_last_touched(p, depth - 1) for p in below)])
 
 
 def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
@@ -58,28 +55,26 @@ def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) 
     it) is kept: loading the model restores it (:mod:`classanchor.model_io`).
     """
     folder = Path(folder)
-    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
-        return removed
-    cutoff = min(_PROCESS_START, time.time() - STALE_AFTER_S)
+        return []
+    cutoff, removed = min(_PROCESS_START, time.time() - STALE_AFTER_S), []
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if not match or (name is not None and match.group("name") != name):
+        if not match or name not in (None, match["name"]):
             continue
-        if match.group("kind") == "old" and not (folder / match.group("name")).exists():
+        if match["kind"] == "old" and not (folder / match["name"]).exists():
             continue  # it may hold the only complete copy: restored on load, never deleted here
         try:
-            if _last_touched(entry) >= cutoff:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            if _last_touched(entry) < cutoff:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append(entry)
         except OSError:
-            continue  # gone already, or not ours to remove: leave it
-        removed.append(entry)
+            pass  # gone already, or not ours to remove: leave it
     return removed
 
 
@@ -90,7 +85,6 @@ def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
     result keeps ``errno`` (``ENOSPC`` for a full disk) and has no ``filename`` (no temporary's name).
     """
     code = getattr(err, "errno", None)
-    text = (getattr(err, "strerror", None) or str(err).splitlines()[0]) if str(err) else type(err).__name__
     if code in _DISK_FULL or any(s in str(err) for s in ("No space left", "StorageFull", "Disk quota",
                                                          "os error 28", "code: 28")):
         code, cause = code or errno.ENOSPC, "the disk is full (no space left on device); free some space and run again"
@@ -99,7 +93,7 @@ def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
     elif code in (errno.EACCES, errno.EPERM):
         cause = "permission denied; choose a folder you can write to"
     else:
-        cause = text
+        cause = (getattr(err, "strerror", None) or str(err).splitlines()[0]) if str(err) else type(err).__name__
     failure = OSError(f"could not write {path}: {cause} (nothing was written to {path}).")
     failure.errno = code
     return failure
@@ -159,7 +153,7 @@ def give_usual_permissions(path: str | os.PathLike, *, directory: bool = False) 
 
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        value = dataclasses.asdict(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -183,34 +177,40 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file with an error that names the file when it is missing or corrupt."""
-    path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist.") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); the file is corrupt, delete it and re-run.") from None
 
 
+def _write_serialised(path: str | os.PathLike, dump: Callable[[io.BytesIO], None]) -> Path:
+    """``dump`` into memory, then write the bytes atomically (on a full disk torch.save reports only
+    ``[enforce fail at inline_container.cc]``; a plain write reports ``ENOSPC``)."""
+    buffer = io.BytesIO()
+    dump(buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to ``path`` atomically, serialised in memory first (on a full disk torch.save reports
-    only ``[enforce fail at inline_container.cc]``; a plain write reports ``ENOSPC``)."""
-    def write(tmp: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        tmp.write_bytes(buffer.getbuffer())
-
-    return atomic_write(path, write)
+    """``torch.save`` to ``path`` atomically."""
+    return _write_serialised(path, lambda file: torch.save(obj, file))
 
 
-def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
+    """``np.savez_compressed`` atomically (numeric arrays only; read back with ``allow_pickle=False``)."""
+    return _write_serialised(path, lambda file: np.savez_compressed(file, **arrays))
+
+
+def git_commit() -> str | None:
     """The commit of the git checkout holding this library (with '-dirty' if it has changes), or None.
 
     Only a source checkout (``src/classanchor`` in a folder with ``.git``) is asked, not an installed package;
     ``GIT_OPTIONAL_LOCKS=0`` keeps git from taking ``.git/index.lock`` from the user's own git.
     """
-    where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
-    if cwd is None and not (where.parents[1] / ".git").exists():
+    where = Path(__file__).resolve().parent
+    if not (where.parents[1] / ".git").exists():
         return None
 
     def git(*args: str) -> str:
@@ -240,15 +240,6 @@ def _cpu_name() -> str | None:
         return None
 
 
-def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
-    """``np.savez_compressed`` atomically (numeric arrays only; read back with ``allow_pickle=False``)."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    return atomic_write(path, write)
-
-
 def open_run_folder(path: str | os.PathLike) -> Path:
     """Create the run folder ``path`` (and its parents), or check that the existing folder is one; returns it.
 
@@ -259,23 +250,21 @@ def open_run_folder(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a run folder; choose another --out folder.")
-    if path.is_dir():
-        foreign = sorted(e.name for e in path.iterdir() if not e.name.startswith("."))
-        if foreign and not (path / "config.json").is_file() and not any(path.glob("study_*.json")):
-            raise ValueError(f"{path} is not empty and is not a classanchor run folder (no config.json; it holds "
-                             f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another --out "
-                             "folder or empty this one.")
-        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_failure(path, err) from err
+    foreign = sorted(e.name for e in path.iterdir() if not e.name.startswith("."))
+    if foreign and not (path / "config.json").is_file() and not any(path.glob("study_*.json")):
+        raise ValueError(f"{path} is not empty and is not a classanchor run folder (no config.json; it holds "
+                         f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another --out "
+                         "folder or empty this one.")
     return path
 
 
 #: Config fields a reopened run may change: where the folder is, and which trials and methods run (the union).
-_PLACE = ("out",)
 _SELECTION = ("trials", "methods")
+_FREE = ("out", *_SELECTION)
 
 
 def _union(before, now):
@@ -296,34 +285,28 @@ class RunFolder:
     def create(cls, path: str | os.PathLike, config: Any) -> "RunFolder":
         """Create (or reopen) the folder (:func:`open_run_folder`) and write its ``config.json``.
 
-        Reopening with another config (beyond :data:`_PLACE` and :data:`_SELECTION`) raises, naming the fields
+        Reopening with another config (beyond :data:`_FREE`) raises, naming the fields
         that differ, so a resumed run never mixes two settings.
         """
-        folder = cls(open_run_folder(path))
-        record = {"config": _jsonable(config), "classanchor_version": __version__, "git_commit": git_commit(),
-                  "torch_version": torch.__version__}
-        config_path = folder.path / "config.json"
+        folder = cls(open_run_folder(path), _jsonable(config))  # config: a dataclass's dict of fields
+        now, config_path = folder.config, folder.path / "config.json"
         old = read_json(config_path) if config_path.exists() else None
         if old is not None:
             before = old.get("config") if isinstance(old.get("config"), dict) else {}
-            now, free = record["config"], _PLACE + _SELECTION  # now: a dataclass's dict of fields
             differ = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in now.items()
-                      if before.get(key) != value and key not in free]
+                      if before.get(key) != value and key not in _FREE]
             differ += [f"{key}: {value!r} there, absent now" for key, value in before.items()
-                       if key not in now and key not in free]
+                       if key not in now and key not in _FREE]
             if differ:
                 raise ValueError(
                     f"{config_path} holds a different config than this run ({'; '.join(differ[:4])}); use a new "
                     "--out folder, the same settings, or delete the old folder to start over.")
             now.update({key: _union(before.get(key), now[key]) for key in _SELECTION if key in now})
-        session = {"classanchor_version": __version__, "git_commit": record["git_commit"]}
-        record["sessions"] = (old or {}).get("sessions", []) + [session]
-        write_json(config_path, record)
-        folder.config = record["config"]
+        session = {"classanchor_version": __version__, "git_commit": git_commit()}
+        write_json(config_path, {"config": now, **session, "torch_version": torch.__version__,
+                                 "sessions": (old or {}).get("sessions", []) + [session]})
         return folder
 
     def file(self, *parts: str) -> Path:
-        p = self.path.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
+        return self.path.joinpath(*parts)  # the writes of classanchor.io create its parent folders
 

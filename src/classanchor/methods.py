@@ -77,24 +77,17 @@ class Method:
                          anchor_sum=anchor.detach().sum(), correct=(predicted == labels).sum())
 
 
-def get_method(name: str, *, anchor_magnitude: float | None = None, anchor_weight: float | None = None,
-               label_smoothing: float = 0.0) -> Method:
+def get_method(name: str, *, anchor_magnitude: float | None = None,
+               anchor_weight: float | None = None) -> Method:
     """A method by name, with optional hyperparameter overrides (for the sweep of the paper's Fig. 2)."""
     if name not in METHOD_NAMES:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)}.")
-    if name == "ce":
-        method = Method("ce", tuplet_weight=0.0, anchor_weight=0.0, label_smoothing=label_smoothing)
-    else:
-        weights = LOSS_VARIANTS[name]
-        method = Method(name, tuplet_weight=weights.tuplet, anchor_weight=weights.anchor)
     for label, value in (("anchor_magnitude (the paper's alpha)", anchor_magnitude),
                          ("anchor_weight (the paper's lambda)", anchor_weight)):
         if value is not None and not 0 < float(value) < float("inf"):  # nan fails too
             raise ValueError(f"{label} must be a finite number > 0, got {value}.")
-    if anchor_magnitude is not None:
-        method = replace(method, anchor_magnitude=float(anchor_magnitude))
-    if anchor_weight is not None:
-        if name != "cac":
-            raise ValueError("anchor_weight can only be set for method 'cac'.")
-        method = replace(method, anchor_weight=float(anchor_weight))
-    return method
+    if anchor_weight is not None and name != "cac":
+        raise ValueError("anchor_weight can only be set for method 'cac'.")
+    tuplet, anchor = (0.0, 0.0) if name == "ce" else (LOSS_VARIANTS[name].tuplet, LOSS_VARIANTS[name].anchor)
+    method = Method(name, tuplet_weight=tuplet, anchor_weight=float(anchor_weight or anchor))
+    return method if anchor_magnitude is None else replace(method, anchor_magnitude=float(anchor_magnitude))

@@ -11,11 +11,7 @@ Folder layout::
 The folder is written complete or not at all: both files go to a temporary sibling folder that replaces the
 target by ``os.replace`` (an old *model* folder is swapped out, :func:`_swap_in`; any other folder is refused).
 Loading checks the format version, the weights' checksum and every tensor against the backbone, and raises
-:class:`ModelFormatError` naming the file and the problem.
-
-    >>> save_open_set_model("model", net, ["cat", "dog"], 3.2, {"method": "user"}, spec,
-    ...                     "classifier32", {"dropout": 0.2}, {})                    # doctest: +SKIP
-    >>> net, card = load_open_set_model("model")                                    # doctest: +SKIP
+:class:`ModelFormatError` naming the file and the problem. Nothing is unpickled: safetensors and JSON only.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,36 +55,19 @@ class ModelFormatError(ValueError):
     """A model folder is missing a file, is corrupt, or was written in an incompatible format."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _state_tensors(net: CACNet) -> dict[str, torch.Tensor]:
-    """The state dict as contiguous CPU tensors (safetensors refuses views and channels-last strides)."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-
-
 def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, threshold: float, calibration: dict,
                         preprocessing: Preprocessing, backbone: str, backbone_kwargs: dict,
                         extra: dict | None = None) -> Path:
     """Write ``net`` (with its re-fitted anchors) as a self-contained open-set model folder, atomically.
 
     Args:
-        path: the model folder to create (replaced if it holds a saved model; refused if it holds anything else).
-        net: the trained network; its head must hold the anchors used at test time (Algorithm 1 lines 1-3).
-        class_names: K names, ``class_names[k]`` is known class k.
-        threshold: accept as known when the open-set score is below it.
-        calibration: how the threshold was chosen, e.g. ``{"method": "accept_rate", "target_accept_rate": 0.95,
-            "n_images": 600, "achieved_accept_rate": 0.95}`` (kept verbatim in model.json).
-        preprocessing: pixels -> network input (size, channels, normalisation, resize rule), saved as ``input``.
-        backbone, backbone_kwargs: the ``models.registry.build_backbone`` name and keyword arguments.
-        extra: anything else to record (training config, data summary, metrics).
-    Returns the model folder.
-    """
+        path: the model folder (replaced if it holds a saved model; refused if it holds anything else).
+        net: the trained network; its head holds the anchors used at test time (Algorithm 1 lines 1-3).
+        class_names: K names, ``class_names[k]`` is known class k. threshold: accept as known when score < it.
+        calibration: how the threshold was chosen, kept verbatim, e.g. ``{"method": "accept_rate",
+            "target_accept_rate": 0.95, "n_images": 600, "achieved_accept_rate": 0.95}``.
+        preprocessing: saved as ``input``. backbone, backbone_kwargs: for ``models.registry.build_backbone``.
+        extra: anything else to record (training config, data summary, metrics)."""
     path = Path(path)
     names = [str(n) for n in class_names]
     if len(names) != net.num_classes or len(set(names)) != len(names):
@@ -98,37 +78,36 @@ def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, thres
         raise ValueError(f"threshold must be a number, got {threshold!r}.") from None
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold}.")
-    _check_channels(net, preprocessing)
+    first = next((m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is not None and first.in_channels != preprocessing.channels:
+        raise ValueError(f"the network takes {first.in_channels} input channel(s) but the preprocessing gives "
+                         f"{preprocessing.channels}; they must come from the same training run.")
     card: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "classanchor_version": __version__,
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "classanchor_version": __version__,
+        "git_commit": git_commit(), "torch_version": torch.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "class_names": names,
-        "num_classes": len(names),
-        "threshold": threshold,
-        "calibration": calibration,
-        "score": SCORE_RULE,
-        "input": preprocessing.to_dict(),
+        "class_names": names, "num_classes": len(names), "threshold": threshold, "calibration": calibration,
+        "score": SCORE_RULE, "input": preprocessing.to_dict(),
         "backbone": {"name": backbone, "kwargs": dict(backbone_kwargs)},
-        "anchor_magnitude": net.head.anchor_magnitude,
-        "anchors": net.head.anchors.detach().cpu().tolist(),
-        "weights": {"file": WEIGHTS_FILE, "sha256": None},
+        "anchor_magnitude": net.head.anchor_magnitude, "anchors": net.head.anchors.detach().cpu().tolist(),
+        "weights": {"file": WEIGHTS_FILE, "sha256": None},  # filled in once the weights are written
         "extra": extra or {},
     }
     _restore_swapped_out(path)
-    _check_target(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / CONFIG_FILE).is_file())):
+        raise ValueError(f"{path} exists and is not a saved open-set model folder; choose another path "
+                         "(nothing was written).")
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    # contiguous CPU copies: safetensors refuses views and channels-last strides
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
     tmp = temporary_sibling_folder(path)
     try:
         try:
-            save_file(_state_tensors(net), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME,
-                                                                              "format_version": str(FORMAT_VERSION)})
-            card["weights"]["sha256"] = _sha256(tmp / WEIGHTS_FILE)
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME,
+                                                                "format_version": str(FORMAT_VERSION)})
+            card["weights"]["sha256"] = hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest()
             write_json(tmp / CONFIG_FILE, card)
         except (OSError, SafetensorError) as err:
             raise write_failure(path, err) from err
@@ -141,26 +120,11 @@ def save_open_set_model(path: str | os.PathLike, net: CACNet, class_names, thres
     return path
 
 
-def _check_channels(net: CACNet, preprocessing: Preprocessing) -> None:
-    first = next((m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if first is not None and first.in_channels != preprocessing.channels:
-        raise ValueError(f"the network takes {first.in_channels} input channel(s) but the preprocessing gives "
-                         f"{preprocessing.channels}; they must come from the same training run.")
-
-
-def _check_target(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / CONFIG_FILE).is_file())):
-        raise ValueError(f"{path} exists and is not a saved open-set model folder; choose another path "
-                              "(nothing was written).")
-
-
 def _swap_in(tmp: Path, path: Path) -> None:
     """Move the finished folder ``tmp`` to ``path``; an old model folder there is moved aside, then removed.
-
-    The old folder goes to ``.<name>.XXXXXXXX.old/model``: if the process dies before ``tmp`` replaces it,
+    It goes to ``.<name>.XXXXXXXX.old/model``: if the process dies before ``tmp`` replaces it,
     :func:`_restore_swapped_out` (run by every load and save) moves it back, so a complete model is always at
-    ``path`` or recoverable from there.
-    """
+    ``path`` or recoverable from there."""
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -180,41 +144,31 @@ def _swap_in(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _complete(folder: Path) -> bool:
-    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
-
-
-def _restore_swapped_out(path: Path, wait_s: float = 0.5) -> bool:
-    """If ``path`` is missing but a save was killed while swapping, move the old model back; True if it did.
-
-    A save that is swapping right now (another process) puts its new folder in place within microseconds,
-    so the old one is restored only when ``path`` is still missing after ``wait_s`` seconds.
-    """
+def _restore_swapped_out(path: Path, wait_s: float = 0.5) -> None:
+    """If ``path`` is missing but a save was killed while swapping, move the old model back. A save swapping
+    right now (another process) puts its new folder in place within microseconds, so the old one is restored
+    only when ``path`` is still missing after ``wait_s`` seconds."""
     if path.exists() or not path.parent.is_dir():
-        return False
+        return
     candidates = [old / "model" for old in path.parent.glob(f".{glob.escape(path.name)}.*.old")
-                  if old.is_dir() and _complete(old / "model")]
+                  if (old / "model" / CONFIG_FILE).is_file() and (old / "model" / WEIGHTS_FILE).is_file()]
     if not candidates:
-        return False
+        return
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(0.05)
         if path.exists():
-            return False
+            return
     newest = max(candidates, key=lambda m: m.stat().st_mtime)
     try:
         os.replace(newest, path)
     except OSError:
-        return False  # another process restored it or saved a new one first
+        return  # another process restored it or saved a new one first
     shutil.rmtree(newest.parent, ignore_errors=True)
-    return True
 
-
-# ---------------------------------------------------------------------------------------------------- loading
 
 #: Backbone arguments that would fetch or read weights from elsewhere (torchvision ``weights``, timm
-#: ``pretrained`` / ``checkpoint_path`` / ``pretrained_cfg*``): a saved model loads exactly what its folder holds,
-#: so these are dropped (``pretrained`` becomes False for torchvision/timm backbones).
+#: ``pretrained`` / ``checkpoint_path`` / ``pretrained_cfg*``): dropped, a saved model loads only its folder.
 _WEIGHT_SOURCES = ("weights", "pretrained", "checkpoint_path", "weights_path", "pretrained_path", "cache_dir",
                    "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict")
 #: Arguments build_backbone takes positionally from the model description itself.
@@ -222,16 +176,12 @@ _RESERVED = ("name", "num_classes", "in_channels", "image_size")
 
 
 def _offline_kwargs(name: str, kwargs: dict, folder: Path) -> dict:
-    """The saved backbone kwargs, made safe to build offline: no download, no file outside ``folder`` read.
-
-    Weight-source arguments (:data:`_WEIGHT_SOURCES`, and any name starting with ``pretrained_cfg``) are dropped;
-    ``pretrained=False`` is set for ``torchvision:``/``timm:`` backbones. A string value naming an existing path
-    outside the model folder, or an argument the model description itself fixes (:data:`_RESERVED`), raises
-    :class:`ModelFormatError`.
-    """
+    """The saved backbone kwargs, made safe to build offline (no download, no file outside ``folder`` read):
+    :data:`_WEIGHT_SOURCES` (and ``pretrained_cfg*``) are dropped, ``pretrained=False`` is set for
+    ``torchvision:``/``timm:`` backbones; a string naming an existing path outside ``folder``, or a
+    :data:`_RESERVED` argument, raises :class:`ModelFormatError`."""
     config = folder / CONFIG_FILE
-    reserved = sorted(set(kwargs) & set(_RESERVED))
-    if reserved:
+    if reserved := sorted(set(kwargs) & set(_RESERVED)):
         raise ModelFormatError(f"{config}: the backbone arguments {reserved} are fixed by the model itself (class "
                                "names, input size and channels); remove them from backbone.kwargs or save the model "
                                "again.")
@@ -253,15 +203,13 @@ def _offline_kwargs(name: str, kwargs: dict, folder: Path) -> dict:
     return safe
 
 
-def _strings(value) -> list[str]:
+def _strings(value) -> Iterator[str]:
     """Every string in ``value`` (nested lists and dicts included)."""
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
-    return []
+        yield value
+    elif isinstance(value, (dict, list, tuple)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _strings(item)
 
 
 def read_model_card(path: str | os.PathLike) -> dict:
@@ -290,8 +238,7 @@ def read_model_card(path: str | os.PathLike) -> dict:
         raise ModelFormatError(f"{config} has format version {version!r} (written by classanchor {by}); this "
                                f"classanchor {__version__} reads format version {FORMAT_VERSION}: {hint}.")
     required = ("class_names", "threshold", "input", "backbone", "anchors", "weights")
-    missing = [k for k in required if k not in card]
-    if missing:
+    if missing := [k for k in required if k not in card]:
         raise ModelFormatError(f"{config} lacks the field(s) {missing}; the file is incomplete: save the model again.")
     try:
         Preprocessing.from_dict(card["input"])
@@ -308,19 +255,16 @@ def read_model_card(path: str | os.PathLike) -> dict:
 
 
 def load_open_set_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[CACNet, dict]:
-    """Rebuild the network of a saved model folder; returns (network in eval mode on ``device``, model card).
-
-    Needs no training code or data: the backbone is rebuilt from its registry name and kwargs (never
-    downloading pretrained weights), and the state dict (including the anchors) is read from the safetensors
-    file after its checksum is verified.
-    """
+    """(network in eval mode on ``device``, model card) of a saved model folder, without training code or data:
+    the backbone is rebuilt from its registry name and kwargs (never downloading weights), the state dict (with
+    the anchors) is read from the safetensors file after its checksum is verified."""
     path = Path(path)
     card = read_model_card(path)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFormatError(f"{weights} is missing; {path} is not a complete saved open-set model.")
     expected = card["weights"].get("sha256") if isinstance(card["weights"], dict) else None
-    if expected and _sha256(weights) != expected:
+    if expected and hashlib.sha256(weights.read_bytes()).hexdigest() != expected:
         raise ModelFormatError(f"{weights} does not match the checksum recorded in {path / CONFIG_FILE}; the weights "
                                "are corrupt or come from another model: save the model again.")
     from safetensors import SafetensorError
@@ -343,14 +287,11 @@ def load_open_set_model(path: str | os.PathLike, device: torch.device | str = "c
                                "version: save the model again.") from None
     net = CACNet(body, k, float(card.get("anchor_magnitude", 10.0)))
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(n for n in set(own) & set(state) if tuple(own[n].shape) != tuple(state[n].shape))
-    if missing or unexpected or wrong:
-        details = "; ".join(part for part in (
-            f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
-            "wrong shapes " + ", ".join(f"{n} {tuple(state[n].shape)} (backbone needs {tuple(own[n].shape)})"
-                                        for n in wrong[:5]) if wrong else "") if part)
+    problems = {"missing": sorted(set(own) - set(state)), "unexpected": sorted(set(state) - set(own)),
+                "wrong shapes": [f"{n} {tuple(state[n].shape)} (backbone needs {tuple(own[n].shape)})"
+                                 for n in sorted(set(own) & set(state)) if own[n].shape != state[n].shape]}
+    if any(problems.values()):
+        details = "; ".join(f"{what} {', '.join(names[:5])}" for what, names in problems.items() if names)
         raise ModelFormatError(f"{weights} does not fit the backbone {backbone['name']!r} with {k} classes at "
                                f"{card['input']['size']} px x {card['input']['channels']} channels described in "
                                f"{path / CONFIG_FILE}: {details}.")

@@ -6,19 +6,14 @@
    recipe's input size: the one preprocessing of validation, evaluation and the saved model;
 2. :func:`classanchor.train.train` with the recipe's augmentation, resumable from ``state_path``;
 3. logits of the known training split (plus its mirror images when ``recipe.flip_anchor_fit``, unless the
-   logits are mirror averages already: ``recipe.test_time_flip``), and the
-   method's own open-set detector fitted on them (:attr:`classanchor.methods.Method.detector`: for the CAC family
-   the anchors of Algorithm 1 lines 1-3, also set on the network; for cross-entropy the max softmax score);
+   logits are mirror averages already: ``recipe.test_time_flip``), and the method's own open-set detector
+   fitted on them (:attr:`classanchor.methods.Method.detector`: for the CAC family the anchors of Algorithm 1
+   lines 1-3, also set on the network; for cross-entropy the max softmax score);
 4. the threshold calibrated on the known validation scores (it accepts ``accept_rate`` of them) unless given.
 
 The result is an :class:`OpenSetModel`: :meth:`OpenSetModel.evaluate` gives every open-set metric of a test set
 (:func:`classanchor.metrics.open_set_report`), :meth:`OpenSetModel.save` writes the folder the predictor loads.
 Logits always come from :func:`classanchor.evaluate.network_logits` in float32, as in the predictor.
-
-Example::
-
-    >>> fitted = fit_open_set(train_set, val_set, get_recipe("MNIST", "fast"), get_method("cac"))  # doctest: +SKIP
-    >>> logits, report = fitted.model.evaluate(test_images, test_labels)                          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -38,6 +33,7 @@ from .detectors import Detector, make_detector
 from .evaluate import DETECTOR_DEFAULTS, network_logits
 from .metrics import calibrate_threshold, open_set_report
 from .methods import Method
+from .model_io import save_open_set_model
 from .models.registry import build_backbone
 from .network import CACNet
 from .recipes import Recipe
@@ -71,9 +67,8 @@ class OpenSetModel:
 
     Attributes:
         net: the network; for the CAC family its head holds the re-fitted anchors (Algorithm 1 lines 1-3).
-        method: how it was trained (its ``detector`` is the open-set score).
-        detector: the fitted detector: ``decide(logits)`` -> (known class (N,), score (N,), higher = more unknown).
-        preprocessing: pixels -> network input (saved with the model).
+        method: how it was trained. detector: its fitted ``method.detector``, ``decide(logits)`` -> (known
+            class (N,), score (N,), higher = more unknown).
         class_names: K names. threshold: accept as known when score < threshold. calibration: how it was chosen.
         backbone, backbone_kwargs: the registry name and its arguments (to rebuild the network).
         augment: the training augmentation (a record; test time uses ``preprocessing`` only).
@@ -102,25 +97,18 @@ class OpenSetModel:
 
     def evaluate(self, images, labels, *, classes=None, device: torch.device | str = "cpu",
                  batch_size: int = 1000) -> tuple[torch.Tensor, dict]:
-        """Test logits and the full open-set report at the calibrated threshold.
-
-        Args:
-            images: uint8 test images; labels: (N,) 0..K-1 for knowns, -1 for unknowns.
-            classes: (N,) original class ids (the unknown-to-known confusion rows); optional.
-        Returns ((N, K) logits, :func:`classanchor.metrics.open_set_report` plus ``test_scores`` and
-        ``test_predictions`` as numpy arrays under the keys of the same name).
-        """
+        """uint8 test images, labels (N,) 0..K-1 for knowns and -1 for unknowns, optional original class ids
+        ``classes`` (N,) (the unknown-to-known confusion rows) -> ((N, K) logits, the report of
+        :func:`classanchor.metrics.open_set_report` at the threshold plus numpy ``test_scores`` and
+        ``test_predictions``)."""
         logits = self.logits(images, device=device, batch_size=batch_size)
         predictions, scores = self.decide(logits)
         report = open_set_report(scores, predictions, torch.as_tensor(labels), self.threshold, classes=classes,
                                  num_classes=len(self.class_names))
-        report["test_scores"], report["test_predictions"] = scores.numpy(), predictions.numpy()
-        return logits, report
+        return logits, {**report, "test_scores": scores.numpy(), "test_predictions": predictions.numpy()}
 
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
         """The model folder for ``classanchor predict`` (CAC family only: the saved score is Eq. 11)."""
-        from .model_io import save_open_set_model
-
         if not self.method.uses_anchors:
             raise ValueError(f"only anchor-trained models can be saved for prediction; {self.method.name!r} is "
                              "scored post hoc (see classanchor compare).")
@@ -186,13 +174,9 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
 
     Args:
         train_set, val_set: :class:`~classanchor.data.imageset.ImageSet` of known images (labels 0..K-1),
-            uint8 ``(N, H, W[, C])`` of one size.
-        recipe: schedule, batch size, augmentation, input size, dropout, anchor fit on mirrored images.
-        method: training loss and checkpoint rule; its ``detector`` is the open-set score.
-        class_names: K names (default: ``train_set.class_names``).
+            uint8 ``(N, H, W[, C])`` of one size. class_names: K names (default: ``train_set.class_names``).
         backbone, backbone_kwargs: ``models.registry`` name and arguments; None: the recipe's (:func:`backbone_for`).
-        device, seed: where to train; seed of the initial weights and the augmentation.
-        precision: ``auto``, ``float32`` or ``bf16`` for training (:func:`classanchor.train.resolve_precision`).
+        seed: of the weights and the augmentation; precision: :func:`classanchor.train.resolve_precision`.
         state_path: resumable training state (a killed run continues from its last epoch).
         accept_rate / threshold: calibrate the threshold on the validation scores, or use a given one.
     """

@@ -3,11 +3,8 @@
 Conventions: label -1 = unknown; open-set scores are "higher = more unknown"; accuracies and AUROCs are
 fractions in [0, 1] (shown as percentages). Figures are plain :class:`matplotlib.figure.Figure` objects (no
 pyplot, no global state) with constrained layout; write them with :func:`save_figure`. A single-axes plot
-accepts ``ax=`` to draw into an existing figure and then returns ``ax.figure``.
-
-Paper figures: Fig. 1 :func:`decision_regions` + :func:`logit_space` (see ``examples/toy_2d.py``);
-Fig. 2 :func:`hyperparameter_heatmaps`; Fig. 3 :func:`ablation_bars`; Fig. 4 :func:`unknown_confusion`;
-Fig. 5 :func:`image_grid` / :func:`image_rows` with :func:`extremes`. Training: :func:`training_curves`.
+accepts ``ax=`` to draw into an existing figure and then returns ``ax.figure``. Each paper figure is named
+in its function's docstring (Fig. 1: ``examples/toy_2d.py``).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -18,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import textwrap
@@ -25,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap, to_rgb
 from matplotlib.figure import Figure
@@ -50,12 +49,8 @@ def _label(name: str) -> str:
 
 
 def class_colors(num_classes: int) -> list[tuple[float, float, float]]:
-    """One distinct RGB colour per known class: tab10 (up to 10), tab20 (up to 18), then hsv.
-
-    The greys of tab10/tab20 are left out (grey means "unknown" in every plot); a dark blue completes tab10.
-    """
-    from matplotlib import colormaps
-
+    """One distinct RGB colour per known class: tab10 (up to 10), tab20 (up to 18), then hsv; the greys are
+    left out (grey means "unknown" in every plot) and a dark blue completes tab10."""
     if num_classes > 18:
         return [to_rgb(colormaps["hsv"](i / num_classes)) for i in range(num_classes)]
     palette = [*colormaps["tab10" if num_classes <= 10 else "tab20"].colors, "#393b79"]
@@ -78,19 +73,14 @@ def _rotate_if_crowded(ax: Axes, names: Sequence[str], slot_inches: float) -> No
     """Rotate x tick labels by 45 degrees when the longest would not fit its slot of ``slot_inches``."""
     if max((len(n) for n in names), default=0) * 0.085 > slot_inches:
         for label in ax.get_xticklabels():
-            label.set_rotation(45)
-            label.set_ha("right")
-            label.set_rotation_mode("anchor")
+            label.set(rotation=45, ha="right", rotation_mode="anchor")
 
 
 def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set score",
                log_fpr: bool = False, ax: Axes | None = None) -> Figure:
-    """ROC curves of several open-set scores, unknown = positive class, with the AUROC in the legend.
-
-    ``curves``: ``{method name: (scores (N,), is_unknown (N,) bool)}``. ``log_fpr`` adds a panel with the
-    false positive rate on a log axis (down to one known sample), where curves that all hug the top-left
-    corner (MNIST) separate; it needs ``ax=None``.
-    """
+    """ROC curves of open-set scores ``{name: (scores (N,), is_unknown (N,) bool)}``, unknown = positive
+    class, AUROC in the legend. ``log_fpr`` adds a panel with the false positive rate on a log axis (down to
+    one known sample), where curves that all hug the top-left corner (MNIST) separate (needs ``ax=None``)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     if log_fpr and ax is not None:
@@ -114,19 +104,16 @@ def roc_curves(curves: Mapping[str, tuple], *, title: str = "ROC of the open-set
         label = f"{_label(name)} (AUROC {roc_auc_score(is_unknown, scores):.3f})"
         for panel in axes:
             panel.plot(fpr, tpr, color=color, lw=2, label=label)
-    labels = {"xlabel": "false positive rate (fraction of knowns rejected)",
-              "ylabel": "true positive rate (fraction of unknowns rejected)"}
     first = axes[0]
     first.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance (AUROC 0.5)")
-    first.set(xlim=(0, 1), ylim=(0, 1.01), title=_wrap(title, 5.2), **labels)
-    first.set_aspect("equal")
+    first.set(xlim=(0, 1), title=_wrap(title, 5.2), aspect="equal")
     if log_fpr:
         chance = np.geomspace(smallest, 1, 50)
         axes[1].plot(chance, chance, ls="--", color="0.5", lw=1)
-        axes[1].set_xscale("log")
-        axes[1].set(xlim=(smallest, 1), ylim=(0, 1.01), title="the same, false positive rate on a log axis",
-                    **labels)
+        axes[1].set(xscale="log", xlim=(smallest, 1), title="the same, false positive rate on a log axis")
     for panel in axes:
+        panel.set(ylim=(0, 1.01), xlabel="false positive rate (fraction of knowns rejected)",
+                  ylabel="true positive rate (fraction of unknowns rejected)")
         panel.grid(alpha=0.3)
     if beside or log_fpr:  # a figure legend beside the (square) axes or under the two panels
         placement = {"loc": "outside right upper"} if beside else {"loc": "outside lower center", "ncol": 2}
@@ -140,13 +127,10 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
                      title: str = "Open-set score of known and unknown test images",
                      score_name: str = "open-set score", bins: int = 60, log_x: bool = False,
                      ax: Axes | None = None) -> Figure:
-    """Overlapping density histograms of the open-set score of knowns and unknowns, on shared bins.
-
-    ``threshold`` is drawn as a vertical line (``score >= threshold`` is rejected); ``log_x``: a log score
-    axis with geometric bins (all scores must be > 0), for heavy tails.
-    """
-    known = to_numpy(known_scores).astype(np.float64).ravel()
-    unknown = to_numpy(unknown_scores).astype(np.float64).ravel()
+    """Overlapping density histograms of the open-set score of knowns and unknowns on shared bins, with the
+    ``threshold`` as a vertical line (``score >= threshold`` is rejected); ``log_x``: a log score axis with
+    geometric bins (all scores must be > 0), for heavy tails."""
+    known, unknown = (to_numpy(s).astype(np.float64).ravel() for s in (known_scores, unknown_scores))
     both = np.concatenate([known, unknown])
     if both.size == 0 or not np.isfinite(both).all():
         raise ValueError("score_histograms needs finite scores.")
@@ -177,27 +161,15 @@ def score_histograms(known_scores, unknown_scores, threshold: float | None = Non
     return fig
 
 
-def _projection(logits: np.ndarray, anchors: np.ndarray | None):
-    """Identity for K = 2, else a 2-D PCA fitted on the known logits and the anchors."""
-    if logits.shape[1] == 2:
-        return (lambda z: z), None
-    from sklearn.decomposition import PCA
-
-    fit_on = logits if anchors is None else np.vstack([logits, anchors])
-    pca = PCA(n_components=2, random_state=0).fit(fit_on)
-    return pca.transform, pca.explained_variance_ratio_
-
-
 def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_logits=None, *,
                 anchor_label: str = "anchors", title: str | None = None, max_points: int = 5000,
                 seed: int = 0, legend: bool = True, ax: Axes | None = None) -> Figure:
     """Scatter of logit vectors coloured by class, anchors as large stars, unknowns in grey (Fig. 1 right).
 
     ``logits`` (N, K) of known samples with ``labels`` (N,) in 0..K-1; ``anchors`` (K, K) anchors or class
-    means (or None), called ``anchor_label`` in the legend; ``unknown_logits`` (N_u, K) optional. K = 2 is
-    drawn directly; for K > 2 the points are projected on the first two principal components of the known
-    logits and the anchors. At most ``max_points`` known and as many unknown points are drawn (a fixed
-    random subset).
+    means (or None), called ``anchor_label`` in the legend; ``unknown_logits`` (N_u, K) optional. For K > 2
+    the points are projected on the first two principal components of the known logits and the anchors. At
+    most ``max_points`` known and as many unknown points are drawn (a fixed random subset).
     """
     z = to_numpy(logits).astype(np.float64)
     y = to_numpy(labels).astype(np.int64).ravel()
@@ -208,13 +180,22 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
         raise ValueError("labels must be in 0..K-1; pass unknown samples as unknown_logits.")
     c = None if anchors is None else to_numpy(anchors).astype(np.float64).reshape(k, k)
     u = None if unknown_logits is None else to_numpy(unknown_logits).astype(np.float64).reshape(-1, k)
-    project, variance = _projection(z, c)
+    fig, ax = _figure_and_axes(ax, (6.4, 5.2) if k <= 10 else (7.6, 5.6))
+    if k == 2:  # the logits themselves
+        project = np.asarray
+        ax.set(xlabel=f"logit $z_1$ ({class_names[0]})", ylabel=f"logit $z_2$ ({class_names[1]})")
+    else:  # a 2-D PCA fitted on the known logits and the anchors
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=0).fit(z if c is None else np.vstack([z, c]))
+        project, variance = pca.transform, pca.explained_variance_ratio_
+        ax.set(xlabel=f"logit-space PCA component 1 ({100 * variance[0]:.0f}% of variance)",
+               ylabel=f"logit-space PCA component 2 ({100 * variance[1]:.0f}% of variance)")
     rng = np.random.default_rng(seed)
 
     def subset(n: int) -> np.ndarray:
         return np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
 
-    fig, ax = _figure_and_axes(ax, (6.4, 5.2) if k <= 10 else (7.6, 5.6))
     colors = class_colors(k)
     size = 8 if z.shape[0] > 1000 else 14
     if u is not None and len(u):
@@ -230,11 +211,6 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
         ax.scatter(pc[:, 0], pc[:, 1], s=320, marker="*", facecolors="none", edgecolors="k", lw=3.0, zorder=4)
         ax.scatter(pc[:, 0], pc[:, 1], s=320, marker="*", facecolors="none", edgecolors=colors, lw=1.4,
                    zorder=5)
-    if variance is None:
-        ax.set(xlabel=f"logit $z_1$ ({class_names[0]})", ylabel=f"logit $z_2$ ({class_names[1]})")
-    else:
-        ax.set(xlabel=f"logit-space PCA component 1 ({100 * variance[0]:.0f}% of variance)",
-               ylabel=f"logit-space PCA component 2 ({100 * variance[1]:.0f}% of variance)")
     ax.set_title(_wrap(title or ("Logit space" if k == 2 else f"Logit space ({k} classes, PCA projection)"),
                        fig.get_figwidth() * 0.95))
     ax.grid(alpha=0.3)
@@ -256,12 +232,10 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
                      xlabel: str = "input $x_1$", ylabel: str = "input $x_2$",
                      unknown_label: str = "rejected as unknown", legend: bool = True,
                      ax: Axes | None = None) -> Figure:
-    """A 2-D plane coloured by predicted class with the rejected region in grey, points on top (Fig. 1).
-
-    ``predicted`` (H, W): the class at each point of the grid ``grid_x`` (W,) x ``grid_y`` (H,), increasing,
+    """A 2-D plane coloured by predicted class with the rejected region in grey, points on top (Fig. 1):
+    ``predicted`` (H, W) is the class at each point of the grid ``grid_x`` (W,) x ``grid_y`` (H,), increasing,
     -1 = rejected; optional ``points`` (N, 2) with ``labels`` (N,) in 0..K-1. K is ``len(class_names)``, by
-    default ``predicted.max() + 1`` (names "class 0", ...).
-    """
+    default ``predicted.max() + 1`` (names "class 0", ...)."""
     gx, gy = to_numpy(grid_x).astype(np.float64).ravel(), to_numpy(grid_y).astype(np.float64).ravel()
     pred = to_numpy(predicted).astype(np.int64)
     if pred.shape != (gy.size, gx.size):
@@ -272,8 +246,7 @@ def decision_regions(grid_x, grid_y, predicted, points=None, labels=None,
     if pred.min() < -1 or pred.max() >= k:
         raise ValueError(f"predicted must hold -1 (unknown) or a class in 0..{k - 1}.")
     colors = class_colors(k)
-    tints = [tuple(0.35 * np.asarray(c) + 0.65) for c in colors]  # light version of each class colour
-    cmap = ListedColormap([to_rgb(UNKNOWN_COLOR)] + tints)
+    cmap = ListedColormap([to_rgb(UNKNOWN_COLOR), *(0.35 * np.asarray(colors) + 0.65)])  # light class colours
     fig, ax = _figure_and_axes(ax, (5.4, 5.0))
     dx = (gx[-1] - gx[0]) / max(gx.size - 1, 1) / 2
     dy = (gy[-1] - gy[0]) / max(gy.size - 1, 1) / 2
@@ -305,13 +278,9 @@ def row_normalise(counts) -> np.ndarray:
 
 def _annotated_heatmap(ax: Axes, values: np.ndarray, fmt, cmap: str, vmin=None, vmax=None):
     """imshow of ``values`` with each cell's ``fmt(value)`` written in it (NaN cells grey, 'n/a')."""
-    from matplotlib import colormaps
-
-    masked = np.ma.masked_invalid(values)
-    image = ax.imshow(masked, cmap=colormaps[cmap].with_extremes(bad="0.92"), vmin=vmin, vmax=vmax,
-                      aspect="auto", interpolation="nearest")
-    rows, cols = values.shape
-    fontsize = float(np.clip(130 / max(rows, cols, 1), 5.5, 10))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=colormaps[cmap].with_extremes(bad="0.92"), vmin=vmin,
+                      vmax=vmax, aspect="auto", interpolation="nearest")
+    fontsize = float(np.clip(130 / max(*values.shape, 1), 5.5, 10))
     for (r, c), v in np.ndenumerate(values):
         red, green, blue, _ = image.cmap(image.norm(v))
         dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on a dark cell
@@ -323,12 +292,10 @@ def _annotated_heatmap(ax: Axes, values: np.ndarray, fmt, cmap: str, vmin=None, 
 def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequence[str], *,
                       row_totals=None, title: str = "Unknown images accepted as known: which known class?",
                       ax: Axes | None = None) -> Figure:
-    """The heatmap of the paper's Fig. 4, percentages in the cells.
-
-    ``matrix`` (U, K): :func:`row_normalise` of the counts of :func:`classanchor.metrics.unknown_confusion`
-    (row = unknown class, column = the known class it was predicted as; a NaN row, no unknown of that class
-    accepted, shows "n/a"); ``row_totals`` (U,), optional, is shown beside the row names.
-    """
+    """The heatmap of the paper's Fig. 4, percentages in the cells: ``matrix`` (U, K) is :func:`row_normalise`
+    of the counts of :func:`classanchor.metrics.unknown_confusion` (row = unknown class, column = the known
+    class it was predicted as; a NaN row, no unknown of that class accepted, shows "n/a"); ``row_totals``
+    (U,), optional, is shown beside the row names."""
     m = to_numpy(matrix).astype(np.float64)
     u, k = len(unknown_names), len(known_names)
     if m.shape != (u, k):
@@ -337,9 +304,8 @@ def unknown_confusion(matrix, unknown_names: Sequence[str], known_names: Sequenc
     width = max(6.0, 2.6 + 0.5 * k + 0.07 * max(len(n) for n in unknown_names))
     fig, ax = _figure_and_axes(ax, (width, 1.8 + 0.4 * u + 0.06 * max(len(n) for n in known_names)))
     image = _annotated_heatmap(ax, 100 * m, lambda v: f"{v:.0f}%", "Blues", vmin=0, vmax=100)
-    rows = list(unknown_names)
-    if row_totals is not None:
-        rows = [f"{n} (n={int(t)})" for n, t in zip(rows, to_numpy(row_totals).ravel())]
+    rows = list(unknown_names) if row_totals is None else [
+        f"{n} (n={int(t)})" for n, t in zip(unknown_names, to_numpy(row_totals).ravel())]
     ax.set_xticks(range(k), labels=list(known_names))
     ax.set_yticks(range(u), labels=rows)
     _rotate_if_crowded(ax, list(known_names), 0.5)
@@ -354,13 +320,11 @@ _METRICS = ("closed-set accuracy", "AUROC")  # the two panels of the trial, abla
 
 def _as_percent_table(per_trial: Mapping[str, Sequence]) -> tuple[list[str], np.ndarray]:
     """{method: [(acc, auroc), ...]} -> names and (M, T_max, 2) percentages, NaN-padded."""
-    names = list(per_trial)
-    longest = max((len(v) for v in per_trial.values()), default=0)
-    table = np.full((len(names), longest, 2), np.nan)
-    for i, name in enumerate(names):
-        values = np.asarray(per_trial[name], dtype=np.float64).reshape(-1, 2)
-        table[i, : len(values)] = 100 * values
-    return names, table
+    rows = [100 * np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in per_trial.values()]
+    table = np.full((len(rows), max((len(r) for r in rows), default=0), 2), np.nan)
+    for i, values in enumerate(rows):
+        table[i, : len(values)] = values
+    return list(per_trial), table
 
 
 def _ylim_for(values: np.ndarray, extra=()) -> tuple[float, float]:
@@ -376,9 +340,7 @@ def _value_labels(ax: Axes, values: Sequence[tuple[float, object]], min_gap: flo
     """Write each ``(value, colour)`` as text just right of the axes at its height, pushing labels apart
     (in data units, at least ``min_gap``) where values are so close that the texts would overlap."""
     order = sorted(values, key=lambda v: v[0])
-    placed: list[float] = []
-    for value, _ in order:
-        placed.append(value if not placed else max(value, placed[-1] + min_gap))
+    placed = list(itertools.accumulate((v for v, _ in order), lambda below, v: max(v, below + min_gap)))
     shift = (placed[-1] - order[-1][0]) / 2 if placed else 0.0  # centre the group on its values again
     for (value, color), at in zip(order, placed):
         ax.annotate(f"{value:.1f}", (1.0, value), xycoords=("axes fraction", "data"),
@@ -390,12 +352,9 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
                published: Mapping[str, tuple[float | None, float | None]] | None = None, *,
                trial_labels: Sequence[str] | None = None,
                title: str = "Accuracy and AUROC per trial") -> Figure:
-    """Bars of closed-set accuracy and AUROC for each trial and method, published values as dashed lines.
-
-    ``per_trial``: ``{method: [(accuracy, auroc) of each trial]}``; ``published``: ``{method: (accuracy,
-    auroc)}`` from the paper (either may be None), a dashed line in the method's colour. The value axis starts
-    near the smallest value (not at 0) so that differences of a few points show.
-    """
+    """Bars of closed-set accuracy and AUROC per trial and method, ``{method: [(accuracy, auroc) of each
+    trial]}``; the paper's ``published`` ``{method: (accuracy, auroc)}`` (either may be None) as dashed lines
+    in the method's colour. The value axis starts near the smallest value so that small differences show."""
     names, table = _as_percent_table(per_trial)
     published = dict(published or {})
     trials = table.shape[1]
@@ -439,47 +398,41 @@ def trial_bars(per_trial: Mapping[str, Sequence[tuple[float, float]]],
 def training_curves(histories: Mapping[str, Sequence[Mapping]], *,
                     best_epochs: Mapping[str, int] | None = None, anchor_loss_of: Sequence[str] | None = None,
                     title: str = "Training curves") -> Figure:
-    """Per-epoch training history of one or more jobs: loss, validation accuracy, validation anchor loss.
-
-    ``histories``: ``{job: [epoch record, ...]}`` as in ``history.json`` (missing keys are skipped);
-    ``best_epochs``: ``{job: epoch}`` of the kept checkpoint, ringed on every curve; ``anchor_loss_of``: the
-    jobs whose validation anchor loss (mean ``d_y``, the CAC checkpoint rule) is drawn, default all. A dotted
-    vertical line marks where a new training stage starts.
-    """
+    """Loss, validation accuracy and validation anchor loss per epoch of ``{job: [epoch record, ...]}`` as in
+    ``history.json`` (missing keys are skipped); ``best_epochs``: ``{job: epoch}`` of the kept checkpoint,
+    ringed on every curve; ``anchor_loss_of``: the jobs whose validation anchor loss (mean ``d_y``, the CAC
+    checkpoint rule) is drawn, default all. A dotted vertical line marks where a new training stage starts."""
     names = list(histories)
     if not names:
         raise ValueError("training_curves needs at least one history.")
     colors = dict(zip(names, class_colors(len(names))))
     anchor_jobs = names if anchor_loss_of is None else [n for n in names if n in set(anchor_loss_of)]
-    panels = [("loss", "loss per sample"), ("val_accuracy", "validation accuracy (%)")]
-    if anchor_jobs:
-        panels.append(("val_anchor_loss", "validation anchor loss (mean $d_y$)"))
+    # each panel: its axis label, the jobs drawn in it and their (history key, line style)
+    panels = [("loss per sample", names, [("train_loss", "-"), ("val_loss", "--")]),
+              ("validation accuracy (%)", names, [("val_accuracy", "-")]),
+              ("validation anchor loss (mean $d_y$)", anchor_jobs, [("val_anchor_loss", "-")])]
+    panels = panels if anchor_jobs else panels[:2]
     fig = Figure(figsize=(3.6 * len(panels) + 1.6, 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     best_epochs = dict(best_epochs or {})
+    records = {name: list(histories[name]) for name in names}
 
-    def column(records, key):
-        return np.array([r.get(key, np.nan) for r in records], dtype=np.float64)
+    def column(name, key):
+        return np.array([r.get(key, np.nan) for r in records[name]], dtype=np.float64)
 
     stage_starts: set[int] = set()
-    for name in names:
-        records = list(histories[name])
-        epochs, stages = column(records, "epoch"), column(records, "stage")
+    for epochs, stages in ((column(n, "epoch"), column(n, "stage")) for n in names):
         stage_starts.update(int(e) for e, a, b in zip(epochs[1:], stages[:-1], stages[1:]) if a != b)
-        best = best_epochs.get(name)
-        for ax, (key, _) in zip(axes, panels):
-            if key == "val_anchor_loss" and name not in anchor_jobs:
+    for ax, (label, jobs, lines) in zip(fig.subplots(1, len(panels)), panels):
+        for name, (key, style) in itertools.product(jobs, lines):
+            epochs, values = column(name, "epoch"), column(name, key) * (100 if key == "val_accuracy" else 1)
+            if not np.isfinite(values).any():
                 continue
-            for field, style in [("train_loss", "-"), ("val_loss", "--")] if key == "loss" else [(key, "-")]:
-                values = column(records, field) * (100 if field == "val_accuracy" else 1)
-                if not np.isfinite(values).any():
-                    continue
-                ax.plot(epochs, values, ls=style, color=colors[name], marker="o", markersize=3, lw=1.6)
-                if best is not None and best in epochs:
-                    at = int(np.flatnonzero(epochs == best)[0])
-                    ax.plot(epochs[at], values[at], marker="o", markersize=11, markerfacecolor="none",
-                            markeredgecolor=colors[name], markeredgewidth=1.6, ls="")
-    for ax, (_, label) in zip(axes, panels):
+            ax.plot(epochs, values, ls=style, color=colors[name], marker="o", markersize=3, lw=1.6)
+            best = best_epochs.get(name)
+            if best is not None and best in epochs:
+                at = int(np.flatnonzero(epochs == best)[0])
+                ax.plot(epochs[at], values[at], marker="o", markersize=11, markerfacecolor="none",
+                        markeredgecolor=colors[name], markeredgewidth=1.6, ls="")
         for start in sorted(stage_starts):
             ax.axvline(start - 0.5, color="0.5", ls=":", lw=1.2)
         ax.set(xlabel="epoch", ylabel=label, title=label.split(" (")[0])
@@ -501,10 +454,8 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], *,
 
 def hyperparameter_heatmaps(magnitudes, weights, accuracy, auroc, *,
                             title: str = "Sensitivity of CAC to its hyperparameters") -> Figure:
-    """The paper's Fig. 2: closed-set accuracy and AUROC over anchor magnitude (M,) x anchor weight (W,).
-
-    ``accuracy``, ``auroc``: (M, W) fractions in [0, 1]; NaN for a configuration not run ("n/a").
-    """
+    """The paper's Fig. 2: closed-set accuracy and AUROC over anchor magnitude (M,) x anchor weight (W,);
+    ``accuracy``, ``auroc``: (M, W) fractions in [0, 1], NaN for a configuration not run ("n/a")."""
     mags, wts = to_numpy(magnitudes).ravel(), to_numpy(weights).ravel()
     acc, roc = to_numpy(accuracy).astype(np.float64), to_numpy(auroc).astype(np.float64)
     for name, values in (("accuracy", acc), ("auroc", roc)):
@@ -527,11 +478,9 @@ def hyperparameter_heatmaps(magnitudes, weights, accuracy, auroc, *,
 
 def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
                   title: str = "Effect of the two terms of the CAC loss") -> Figure:
-    """The paper's Fig. 3: mean +- standard deviation over trials of accuracy and AUROC per loss variant.
-
-    ``results``: ``{variant: [(accuracy, auroc) of each trial]}`` in drawing order. The trials are shown as
-    dots; the error bar is the sample standard deviation (ddof = 1; none for one trial).
-    """
+    """The paper's Fig. 3: mean +- standard deviation over trials of accuracy and AUROC per loss variant,
+    ``{variant: [(accuracy, auroc) of each trial]}`` in drawing order; the trials are shown as dots, the error
+    bar is the sample standard deviation (ddof = 1; none for one trial)."""
     names, table = _as_percent_table(results)
     colors = class_colors(max(len(names), 1))
     fig = Figure(figsize=(3.0 + 1.6 * len(names), 4.2), layout="constrained")
@@ -549,9 +498,8 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
             if np.isfinite(means[i]):
                 ax.annotate(f"{means[i]:.1f}", (x[i], means[i] + stds[i]), textcoords="offset points",
                             xytext=(0, 4), ha="center", fontsize="small")
-        ax.set_ylim(*_ylim_for(values))
         ax.set_xticks(x, labels=["\n".join(textwrap.wrap(_label(n), 12)) for n in names])
-        ax.set(title=metric, xlabel="loss variant", ylabel=f"{metric} (%)")
+        ax.set(ylim=_ylim_for(values), title=metric, xlabel="loss variant", ylabel=f"{metric} (%)")
         ax.grid(axis="y", alpha=0.3)
     handles = [Patch(facecolor="w", edgecolor="k", label="mean over trials"),
                Line2D([], [], color="k", marker="_", markersize=10, ls="-", lw=1.4,
@@ -563,11 +511,8 @@ def ablation_bars(results: Mapping[str, Sequence[tuple[float, float]]], *,
 
 
 def extremes(scores, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the ``n`` highest scores (highest first) and the ``n`` lowest (lowest first).
-
-    Ties are broken by the smaller index first in both lists; with fewer than ``2 n`` scores the two
-    lists overlap. ``n`` larger than the number of scores returns all of them.
-    """
+    """Indices of the ``n`` highest scores (highest first) and the ``n`` lowest (lowest first), ties broken
+    by the smaller index; with fewer than ``2 n`` scores the lists overlap (all scores for ``n`` >= N)."""
     values = to_numpy(scores).astype(np.float64).ravel()
     if np.isnan(values).any():
         raise ValueError("scores contain NaN; extremes are undefined.")
@@ -575,19 +520,14 @@ def extremes(scores, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.argsort(-values, kind="stable")[:n], np.argsort(values, kind="stable")[:n]
 
 
-def _as_images(images, what: str) -> np.ndarray:
-    """uint8 (N, H, W), (N, H, W, C) with C in {1, 3, 4} -> (N, H, W) grey or (N, H, W, 3|4); none pass."""
+def _captioned(images, captions: Sequence[str], what: str, cell_inches: float) -> tuple[np.ndarray, list]:
+    """uint8 (N, H, W) or (N, H, W, C) with C in {1, 3, 4} as (N, H, W) grey or (N, H, W, 3|4), and the
+    captions wrapped to the cell (line breaks kept)."""
     imgs = to_numpy(images)
     if imgs.ndim == 4 and imgs.shape[-1] == 1:
         imgs = imgs[..., 0]
     if imgs.size and (imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4))):
         raise ValueError(f"{what} must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {imgs.shape}.")
-    return imgs
-
-
-def _captioned(images, captions: Sequence[str], what: str, cell_inches: float) -> tuple[np.ndarray, list]:
-    """Images checked by :func:`_as_images` and their captions wrapped to the cell (line breaks kept)."""
-    imgs = _as_images(images, what)
     if len(captions) != len(imgs):
         raise ValueError(f"{len(imgs)} {what} but {len(captions)} captions.")
     width = max(12, int(cell_inches * 11))
@@ -597,8 +537,7 @@ def _captioned(images, captions: Sequence[str], what: str, cell_inches: float) -
 def _draw_images(axes, imgs: np.ndarray, captions: Sequence[str]) -> None:
     """Image i in ``axes[i]`` (no ticks) with ``captions[i]`` below it; the axes left over are hidden."""
     for i, ax in enumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if i >= len(imgs):
             ax.set_axis_off()
             continue
@@ -609,10 +548,8 @@ def _draw_images(axes, imgs: np.ndarray, captions: Sequence[str]) -> None:
 
 def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = "Test images",
                cell_inches: float = 2.0) -> Figure:
-    """Images in a grid, each with its caption below (Fig. 5: predicted class and rejection score).
-
-    ``images``: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey; N ``captions``.
-    """
+    """Images in a grid, each with its caption below (Fig. 5: predicted class and rejection score);
+    ``images``: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey; N ``captions``."""
     imgs, captions = _captioned(images, captions, "images", cell_inches)
     ncols = max(1, min(ncols, len(imgs)))
     nrows = max(1, math.ceil(len(imgs) / ncols))
@@ -626,11 +563,8 @@ def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = 
 
 def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str = "Test images",
                cell_inches: float = 1.6) -> Figure:
-    """Several titled rows of captioned images in one figure (Fig. 5: one row per group of extremes).
-
-    ``rows``: ``[(row title, images, captions), ...]`` as for :func:`image_grid`. Rows may hold different
-    numbers of images (an empty row shows "no images"); the grid is as wide as the longest row.
-    """
+    """Titled rows of captioned images (Fig. 5: one row per group of extremes), ``[(row title, images,
+    captions), ...]`` as for :func:`image_grid`; the rows may differ in length (an empty one: "no images")."""
     prepared = [(name, *_captioned(images, captions, f"images of row {name!r}", cell_inches))
                 for name, images, captions in rows]
     if not prepared:

@@ -1,10 +1,5 @@
 """Predict "known class or unknown" with a saved open-set model, on image files, folders, zips or arrays.
 
-    >>> p = OpenSetPredictor.load("runs/photos/model")          # doctest: +SKIP
-    >>> results = p.predict(["new/cat1.jpg", "new/"])            # doctest: +SKIP
-    >>> results[0].prediction, results[0].score                   # doctest: +SKIP
-    ('cat', 1.83)
-
 Per image (Algorithm 1 of the paper, lines 5-14): distances ``d`` (K,) of the logits to the re-fitted
 anchors, rejection scores ``s = (1 - softmin(d)) * d`` (Eq. 11), best class ``argmin s``, open-set score
 ``min s``; the image is that class when ``score < threshold`` and ``unknown`` otherwise. The reported
@@ -25,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .data.decode import conversion_name, decode_files, pil_to_array, resize_images
 from .data.folders import load_labelled_folder
@@ -32,6 +28,7 @@ from .data.preprocess import Preprocessing
 from .data.sources import SkippedFile, expand_paths
 from .evaluate import network_logits
 from .heads import anchor_distances
+from .metrics import closed_set_accuracy, open_set_report
 from .model_io import load_open_set_model
 from .network import CACNet
 from .scores import cac_decision, softmin_confidences
@@ -43,9 +40,8 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True)
 class PredictionRow:
-    """One image: its path (``array[i]`` for arrays), the prediction (a class name or ``'unknown'``),
-    the best known class, the open-set score (higher = more unknown) and the SoftMin confidence of the
-    best class."""
+    """One image: its path (``array[i]`` for arrays), the prediction (a class name or ``'unknown'``), the best
+    known class, the open-set score (higher = more unknown) and the SoftMin confidence of the best class."""
 
     path: str
     prediction: str
@@ -112,10 +108,6 @@ class PredictionResult:
         return lines
 
 
-def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-
-
 class OpenSetPredictor:
     """A trained CAC network (with its re-fitted anchors), its K class names, threshold (accept as known when the
     score is below it; settable) and :class:`Preprocessing`. Build it with :meth:`load` (a saved model folder),
@@ -136,7 +128,7 @@ class OpenSetPredictor:
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> OpenSetPredictor:
         """The predictor of a model folder written by :func:`classanchor.model_io.save_open_set_model`."""
         net, card = load_open_set_model(path, device)
-        return cls(net, card["class_names"], float(card["threshold"]), Preprocessing.from_dict(card["input"]),
+        return cls(net, card["class_names"], card["threshold"], Preprocessing.from_dict(card["input"]),
                    device=device, card=card)
 
     @classmethod
@@ -156,14 +148,11 @@ class OpenSetPredictor:
         return (f"OpenSetPredictor(classes={list(self.class_names)}, threshold={self.threshold:.4g}, "
                 f"input={self.image_size}x{self.image_size}x{self.channels})")
 
-    # ------------------------------------------------------------------------------------------ core
     def score_batch(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 ``(B, H, W, C)`` images with the model's channels, any size -> (best class (B,), open-set score
         (B,), SoftMin confidence (B,)). The network runs through :func:`classanchor.evaluate.network_logits`,
         the forward pass of the evaluation."""
-        images = np.asarray(images)
-        if not images.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
-            images = images.copy()
+        images = np.require(images, requirements="W")  # torch wants writable memory: copies np.asarray(PIL)
         logits = network_logits(self.net, self.preprocessing, images, device=self.device, batch_size=len(images),
                                 layout="NHWC")
         distances = anchor_distances(logits, self.net.head.anchors.detach().cpu())
@@ -171,27 +160,22 @@ class OpenSetPredictor:
         confidence = softmin_confidences(distances).gather(1, best.unsqueeze(1)).squeeze(1)
         return best.numpy(), score.numpy(), confidence.numpy()
 
-    def _result(self, paths, best, scores, conf, skipped, converted, threshold) -> PredictionResult:
+    def _result(self, paths: list[str], scored: list[tuple], threshold, skipped=(), converted=()):
+        """The :meth:`score_batch` outputs of ``paths``, in order, at ``threshold`` (None: the model's)."""
         thr = self.threshold if threshold is None else float(threshold)
-        best = _concat(best, np.int64)
-        scores = _concat(scores, np.float32)
-        return PredictionResult(list(paths), np.where(scores < thr, best, -1), best, scores,
-                                _concat(conf, np.float32), self.class_names, thr, skipped, dict(converted))
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
+        best, scores, conf = (np.concatenate(parts).astype(parts[0].dtype, copy=False)
+                              for parts in zip(empty, *scored))
+        return PredictionResult(list(paths), np.where(scores < thr, best, -1), best, scores, conf,
+                                self.class_names, thr, list(skipped), dict(converted))
 
-    # ------------------------------------------------------------------------------------------ public
     def predict(self, inputs, *, batch_size: int = 256, threshold: float | None = None,
                 progress: bool = True) -> PredictionResult:
-        """Predict on image files / folders / zips (a path or a list of paths) or on images in memory.
-
-        Args:
-            inputs: a path or list of paths (files; folders and zips are searched recursively;
-                ``archive.zip/inner/folder`` selects part of a zip), or uint8 pixels as an array / tensor
-                (H, W), (H, W, C), (N, H, W) or (N, H, W, C) of any size, or PIL images.
-            batch_size: images per forward pass.
-            threshold: override the model's threshold for this call.
-            progress: show a progress bar when there are at least 256 files.
-        Returns a :class:`PredictionResult`; files that cannot be used are in ``result.skipped``.
-        """
+        """Predict on a path or list of paths (files; folders and zips are searched recursively;
+        ``archive.zip/inner/folder`` selects part of a zip), on uint8 pixels as an array / tensor (H, W),
+        (H, W, C), (N, H, W) or (N, H, W, C) of any size, or on PIL images. ``threshold`` overrides the
+        model's for this call; ``progress`` shows a bar from 256 files on. Files that cannot be used are in
+        ``result.skipped``."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if isinstance(inputs, (np.ndarray, torch.Tensor)):
@@ -214,11 +198,8 @@ class OpenSetPredictor:
         n, c = array.shape[0], array.shape[-1]
         paths = [f"array[{i}]" for i in range(n)]
         if c == self.channels:  # any size: the preprocessing resizes, as in the evaluation
-            best, scores, conf = [], [], []
-            for lo in range(0, n, batch_size):
-                b, s, f = self.score_batch(array[lo:lo + batch_size])
-                best.append(b), scores.append(s), conf.append(f)
-            return self._result(paths, best, scores, conf, [], Counter(), threshold)
+            scored = [self.score_batch(array[lo:lo + batch_size]) for lo in range(0, n, batch_size)]
+            return self._result(paths, scored, threshold)
         from PIL import Image  # other channels: converted like a decoded file, at the array's own size
 
         pil = [Image.fromarray(a[..., 0] if c == 1 else a) for a in array]
@@ -227,21 +208,18 @@ class OpenSetPredictor:
     def _predict_pil(self, images: list, batch_size: int, threshold, paths: list[str] | None = None):
         """PIL images of any size and mode: converted at their own size (:func:`pil_to_array`, as files are),
         stretched to S x S by the one resize rule (:func:`resize_images`), then scored."""
-        paths = paths or [f"image[{i}]" for i in range(len(images))]
-        best, scores, conf, converted = [], [], [], Counter()
-        for lo in range(0, len(images), batch_size):
-            arrays = [pil_to_array(im, self.channels) for im in images[lo:lo + batch_size]]
-            converted.update(c for _, m in arrays if (c := conversion_name(m, self.channels)))
-            b, s, f = self.score_batch(np.concatenate([resize_images(a[None], self.image_size) for a, _ in arrays]))
-            best.append(b), scores.append(s), conf.append(f)
-        return self._result(paths, best, scores, conf, [], converted, threshold)
+        arrays = [pil_to_array(im, self.channels) for im in images]
+        converted = Counter(c for _, m in arrays if (c := conversion_name(m, self.channels)))
+        resized = [resize_images(a[None], self.image_size) for a, _ in arrays]
+        scored = [self.score_batch(np.concatenate(resized[lo:lo + batch_size]))
+                  for lo in range(0, len(resized), batch_size)]
+        return self._result(paths or [f"image[{i}]" for i in range(len(images))], scored, threshold,
+                            converted=converted)
 
     def _predict_files(self, inputs: list, batch_size: int, threshold, progress: bool) -> PredictionResult:
-        from tqdm.auto import tqdm
-
         with expand_paths(inputs) as found, tqdm(total=len(found), desc="predicting", unit="img", dynamic_ncols=True,
                                                  mininterval=1.0, disable=not progress or len(found) < 256) as bar:
-            paths, best, scores, conf, converted, skipped = [], [], [], [], Counter(), list(found.skipped)
+            paths, scored, converted, skipped = [], [], Counter(), list(found.skipped)
             for lo in range(0, len(found), batch_size):
                 where = [found.where(i) for i in range(lo, min(lo + batch_size, len(found)))]
                 decoded = decode_files(lambda i, lo=lo: found.read(lo + i), where, self.image_size, self.channels,
@@ -249,75 +227,61 @@ class OpenSetPredictor:
                 skipped += decoded.skipped
                 converted.update(decoded.converted)
                 if decoded.ok.any():
-                    b, s, f = self.score_batch(decoded.images)
-                    best.append(b), scores.append(s), conf.append(f)
+                    scored.append(self.score_batch(decoded.images))
                     paths += [where[i] for i in np.flatnonzero(decoded.ok).tolist()]
                 bar.update(len(where))
-        return self._result(paths, best, scores, conf, skipped, converted, threshold)
+        return self._result(paths, scored, threshold, skipped, converted)
 
-    # ------------------------------------------------------------------------------------------ evaluation
     def evaluate(self, data: str | os.PathLike, known: Iterable[str] | str | None = None,
                  unknown: Iterable[str] | str | None = None, *, batch_size: int = 256, progress: bool = True) -> dict:
-        """Open-set metrics of this model on a labelled image folder (one sub-folder per class).
-
-        ``known`` (default: the model's classes found in ``data``) are scored against their class,
-        ``unknown`` (default: every other class folder) must be rejected. Returns a JSON-ready dict with the
-        counts, closed-set ``accuracy``, ``known_acceptance`` and, when there are unknowns, ``auroc``,
-        ``unknown_rejection`` and the rest of :func:`classanchor.metrics.open_set_report` at the threshold,
-        plus per-class shares, skipped files and conversions.
-        """
+        """:func:`evaluation_report` of this model on a labelled image folder (one sub-folder per class), plus
+        skipped files and conversions. ``known`` (default: the model's classes found in ``data``) are scored
+        against their class, ``unknown`` (default: every other class folder) must be rejected."""
         images, unknown_class, unknown_names, decoded, listing = load_labelled_folder(
             data, self.class_names, known, unknown, image_size=self.image_size, channels=self.channels,
             progress=progress)
         result = self.predict_arrays(images.images, batch_size=batch_size)
-        out = {"data": str(data), **evaluation_report(result.scores, result.best_index, images.labels, self.threshold,
-                                                      self.class_names, unknown_class, unknown_names)}
-        out["converted"] = dict(decoded.converted)
-        out["skipped"] = [{"path": s.path, "reason": s.reason} for s in (*listing.skipped, *decoded.skipped)]
-        return out
+        report = evaluation_report(result.scores, result.best_index, images.labels, self.threshold,
+                                   self.class_names, unknown_class, unknown_names)
+        return {"data": str(data), **report, "converted": dict(decoded.converted),
+                "skipped": [{"path": s.path, "reason": s.reason} for s in (*listing.skipped, *decoded.skipped)]}
 
 
 def evaluation_report(scores: np.ndarray, best: np.ndarray, labels: np.ndarray, threshold: float,
                       class_names: Sequence[str], unknown_class: np.ndarray, unknown_names: Sequence[str]) -> dict:
     """Open-set metrics at ``threshold`` for labelled images, JSON-ready.
 
-    Args:
-        scores, best: (N,) open-set scores and best known class (argmin of Eq. 11).
-        labels: (N,) 0..K-1 known, -1 unknown. unknown_class: (N,) index into ``unknown_names`` for the
-            unknown images (any value for known ones).
+    ``scores``, ``best``: (N,) open-set scores and best known class (argmin of Eq. 11); ``labels``: (N,)
+    0..K-1 known, -1 unknown; ``unknown_class``: (N,) index into ``unknown_names`` (any value for knowns).
     Returns counts, closed-set ``accuracy`` and ``known_acceptance`` (share of knowns with score < threshold);
     with unknowns also ``unknown_rejection`` (share with score >= threshold), ``auroc`` and the rest of
     :func:`classanchor.metrics.open_set_report`; per-class shares (``per_known_class``, ``per_unknown_class``).
     """
-    from .metrics import closed_set_accuracy, open_set_report
-
     k = len(class_names)
-    accepted = scores < threshold
-    is_unknown = labels < 0
-    has_known, has_unknown = bool((~is_unknown).any()), bool(is_unknown.any())
-    out: dict[str, Any] = {"threshold": float(threshold), "n_known": int((~is_unknown).sum()),
-                           "n_unknown": int(is_unknown.sum()), "class_names": list(class_names),
+    accepted, known, unknown = scores < threshold, labels >= 0, labels < 0
+    out: dict[str, Any] = {"threshold": float(threshold), "n_known": int(known.sum()),
+                           "n_unknown": int(unknown.sum()), "class_names": list(class_names),
                            "unknown_names": list(unknown_names)}
-    if has_known and has_unknown:
-        report = open_set_report(scores, best, labels, threshold, classes=np.where(is_unknown, unknown_class, 0),
+    if known.any() and unknown.any():
+        report = open_set_report(scores, best, labels, threshold, classes=np.where(unknown, unknown_class, 0),
                                  num_classes=k)
         confusion = report.pop("unknown_confusion")
         report["unknown_confusion"] = {"rows": [unknown_names[i] for i in confusion["classes"]],
                                        "columns": list(class_names), "counts": confusion["counts"]}
         report["unknown_rejection"] = report["unknown_recall"]
         out.update(report)
-    elif has_known:
-        out["accuracy"] = closed_set_accuracy(best[~is_unknown], labels[~is_unknown])
-        out["known_acceptance"] = float(accepted[~is_unknown].mean())
-    elif has_unknown:
-        out["unknown_rejection"] = float((~accepted[is_unknown]).mean())
-    per_known = np.bincount(labels[~is_unknown], minlength=k)
-    accepted_known = np.bincount(labels[~is_unknown & accepted], minlength=k)
-    right = np.bincount(labels[~is_unknown & (best == labels)], minlength=k)
+    elif known.any():
+        out["accuracy"] = closed_set_accuracy(best[known], labels[known])
+        out["known_acceptance"] = float(accepted[known].mean())
+    elif unknown.any():
+        out["unknown_rejection"] = float((~accepted[unknown]).mean())
+    per_known = np.bincount(labels[known], minlength=k)
+    accepted_known = np.bincount(labels[known & accepted], minlength=k)
+    right = np.bincount(labels[known & (best == labels)], minlength=k)
     out["per_known_class"] = {n: {"n": int(c), "accepted": float(a / c), "accuracy": float(r / c)}
                               for n, c, a, r in zip(class_names, per_known, accepted_known, right) if c}
-    per_unknown = np.bincount(unknown_class[is_unknown], minlength=len(unknown_names))
-    rejected = np.bincount(unknown_class[is_unknown & ~accepted], minlength=len(unknown_names))
+    per_unknown = np.bincount(unknown_class[unknown], minlength=len(unknown_names))
+    rejected = np.bincount(unknown_class[unknown & ~accepted], minlength=len(unknown_names))
     out["per_unknown_class"] = {n: {"n": int(c), "rejected": float(r / c)}
                                 for n, c, r in zip(unknown_names, per_unknown, rejected) if c}
     return out
@@ -329,14 +293,13 @@ def _is_pil(obj) -> bool:
 
 def _as_nhwc(array: np.ndarray) -> np.ndarray:
     """(H, W) / (H, W, C) / (N, H, W) / (N, H, W, C) / (N, C, H, W) -> (N, H, W, C)."""
-    if array.ndim == 2:
-        return array[None, :, :, None]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+        array = array[..., None]  # grey: (H, W) or (N, H, W)
     if array.ndim == 3:
-        return array[None] if array.shape[-1] in (1, 3, 4) else array[..., None]
-    if array.ndim == 4:
-        if array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3, 4):
-            return array.transpose(0, 2, 3, 1)
-        if array.shape[-1] in (1, 3, 4):
-            return array
+        array = array[None]  # one image
+    if array.ndim == 4 and array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3, 4):
+        array = array.transpose(0, 2, 3, 1)  # (N, C, H, W)
+    if array.ndim == 4 and array.shape[-1] in (1, 3, 4):
+        return array
     raise ValueError(f"cannot read images of shape {array.shape}; pass (H, W), (H, W, C), (N, H, W) or "
                      "(N, H, W, C) with C = 1, 3 or 4.")

@@ -29,17 +29,13 @@ class Recipe:
     """How to train one benchmark dataset.
 
     Attributes:
-        dataset: benchmark name (``classanchor.data.splits.BENCHMARKS``).
-        name: recipe name ('paper' reproduces the publication).
+        dataset, name: ``classanchor.data.splits.BENCHMARKS`` name; recipe name ('paper': the publication's).
         stages: (epochs, learning rate, schedule) per stage; stage 2 restarts from stage 1's best checkpoint.
-        batch_size: images per step (128 in the reference code).
-        weight_decay: SGD L2 penalty (reference code).
-        momentum: SGD momentum (0.9).
-        nesterov: Nesterov momentum (off in the paper).
+        batch_size, weight_decay, momentum, nesterov: SGD settings (reference code: batch 128, momentum 0.9, no
+            Nesterov).
         image_size: network input side in pixels (MNIST 28 px is resized to 32).
-        scale_min: lower bound of RandomResizedCrop's area fraction (upper bound 1, aspect 3/4..4/3).
-        flip_p: horizontal flip probability.
-        rotation_deg: rotation angle drawn uniformly in [-deg, deg].
+        scale_min, flip_p, rotation_deg: augmentation: lower bound of RandomResizedCrop's area fraction (upper
+            bound 1, aspect 3/4..4/3), horizontal flip probability, rotation angle drawn in [-deg, deg].
         dropout: Dropout2d probability of classifier32 (paper Table 4).
         flip_anchor_fit: also pass mirrored training images when re-fitting anchors (all but MNIST/SVHN).
         label_smoothing: cross-entropy baseline only (0 in the paper).
@@ -83,17 +79,15 @@ class Recipe:
         return replace(self, stages=stages)
 
     def train_config(self, **overrides) -> TrainConfig:
-        """The optimizer settings of this recipe as a :class:`classanchor.train.TrainConfig`."""
         return TrainConfig(stages=self.stages, weight_decay=self.weight_decay, momentum=self.momentum,
                            nesterov=self.nesterov, **overrides)
 
 
-def _paper(dataset: str, stage1: int, stage2: int, weight_decay: float, image_size: int, scale_min: float,
-           flip_p: float, rotation_deg: float, dropout: float = 0.2, flip_anchor_fit: bool = True) -> Recipe:
-    return Recipe(dataset, "paper", (Stage(stage1, 0.01), Stage(stage2, 0.001)), 128, weight_decay, image_size,
-                  scale_min, flip_p, rotation_deg, dropout, flip_anchor_fit)
+def _paper(dataset: str, stage1: int, stage2: int, *settings, **named) -> Recipe:
+    return Recipe(dataset, "paper", (Stage(stage1, 0.01), Stage(stage2, 0.001)), 128, *settings, **named)
 
 
+# dataset, epochs at lr 0.01 and 0.001, weight decay, input px, scale_min, flip p, rotation deg (batch 128)
 _PAPER = (
     _paper("MNIST", 35, 35, 5e-6, 32, 0.7, 0.0, 0.0, flip_anchor_fit=False),
     _paper("SVHN", 50, 25, 5e-6, 32, 0.7, 0.0, 0.0, flip_anchor_fit=False),

@@ -7,10 +7,8 @@ base64 ``data:`` URI (the page can be mailed or archived alone), the same PNGs b
 indices of the Fig. 5 images).
 
 Everything comes from what the jobs saved (``logits.npz``, ``result.json``, ``history.json``); the network is
-not run again. The threshold accepts ``ACCEPT_RATE`` = 95% of the known validation images; a sample is
-accepted as known when ``score < threshold``. Only Fig. 5 needs the test images, re-read from the
-``data_root`` of ``config.json`` (or the ``data_root`` argument). A missing optional file skips its section
-with a one-line note on the page.
+not run again, only Fig. 5 re-reads the test images. The threshold accepts ``ACCEPT_RATE`` = 95% of the
+known validation images; a sample is accepted as known when ``score < threshold``.
 """
 
 from __future__ import annotations
@@ -32,9 +30,15 @@ import numpy as np
 import torch
 
 from . import plots
-from .evaluate import DETECTOR_DEFAULTS, Logits
+from .benchmark import PUBLISHED
+from .data.imageset import DataError
+from .data.splits import build_trial, get_trial
+from .detectors import make_detector
+from .evaluate import DETECTOR_DEFAULTS, Logits, load_logits
+from .heads import fit_anchors
 from .io import (give_usual_permissions, read_json, temporary_sibling_folder, write_failure, write_json,
                  write_text)
+from .metrics import auroc, closed_set_accuracy, unknown_confusion
 from .pipeline import ACCEPT_RATE
 
 __all__ = ["ACCEPT_RATE", "JobScores", "job_scores", "markdown_to_html", "write_report"]
@@ -50,13 +54,11 @@ _BENCHMARK_FILES = {"config.json", "results.json", "table.md"}
 
 @dataclass
 class JobScores:
-    """Open-set decisions of one job on its test set, from its saved logits.
-
-    ``predictions``, ``scores`` (higher = more unknown) and ``is_unknown`` (label -1) are (N_te,) arrays;
-    ``threshold`` accepts ``ACCEPT_RATE`` of the validation knowns, ``val_acceptance`` is the share it accepts
-    (both None without validation logits); ``means`` (K, K) are the anchors (CAC family) or the class means of
-    the correctly classified training logits (cross-entropy), for the logit-space plot.
-    """
+    """Open-set decisions of one job on its test set, from its saved logits: ``predictions``, ``scores``
+    (higher = more unknown) and ``is_unknown`` (label -1) are (N_te,) arrays; ``threshold`` accepts
+    ``ACCEPT_RATE`` of the validation knowns, ``val_acceptance`` is the share it accepts (both None without
+    validation logits); ``means`` (K, K) are the anchors (CAC family) or the class means of the correctly
+    classified training logits (cross-entropy), for the logit-space plot."""
 
     detector: str
     predictions: np.ndarray
@@ -70,8 +72,6 @@ class JobScores:
 def job_scores(logits: Logits, result: dict) -> JobScores:
     """Predictions, scores and threshold of one job as its pipeline stored them (``logits.npz``,
     ``result.json``); nothing is re-fitted but the class means a cross-entropy job shows in the logit plot."""
-    from .heads import fit_anchors
-
     means = logits.anchors if logits.anchors is not None else fit_anchors(
         logits.train, logits.train_labels, logits.train.shape[1], empty_class="all_samples")
     calibration = result.get("calibration") or {}
@@ -100,16 +100,14 @@ class _Job:
     def logits(self) -> Logits | None:
         """The job's saved logits (read without pickle), None when it saved none; a damaged file or one
         without the job's stored scores raises ``ValueError`` naming it."""
-        from .evaluate import load_logits
-
         path = self.path / "logits.npz"
         if not path.exists():
             return None
         logits = load_logits(path)
         if logits.test_scores is None or logits.test_predictions is None:
             raise ValueError(f"{path} holds no stored scores (written by an older classanchor); delete "
-                             f"{path.with_name('result.json')} and run the benchmark again to re-evaluate the "
-                             "job.")
+                             f"{path.with_name('result.json')} and run the benchmark again to re-evaluate "
+                             "the job.")
         return logits
 
 
@@ -137,7 +135,7 @@ def _study_files(run: Path) -> list[Path]:
 def _study_pairs(study_files: list[Path]) -> dict[int, list[tuple[str, str]]]:
     """``{trial: [(job, detector), ...]}`` a study evaluated, from the ``per_trial`` rows of its ``.json``
     output (:mod:`classanchor.studies`; rows with an ``error`` and unreadable files are left out)."""
-    pairs: dict[int, list[tuple[str, str]]] = {}
+    pairs: dict[int, dict[tuple[str, str], None]] = {}  # ordered sets
     for path in (p for p in study_files if p.suffix == ".json"):
         try:
             rows = json.loads(path.read_text()).get("per_trial", [])
@@ -145,10 +143,8 @@ def _study_pairs(study_files: list[Path]) -> dict[int, list[tuple[str, str]]]:
             continue
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and "error" not in row and {"trial", "job", "detector"} <= row.keys():
-                pair = (str(row["job"]), str(row["detector"]))
-                if pair not in pairs.setdefault(int(row["trial"]), []):
-                    pairs[int(row["trial"])].append(pair)
-    return pairs
+                pairs.setdefault(int(row["trial"]), {})[(str(row["job"]), str(row["detector"]))] = None
+    return {trial: list(found) for trial, found in pairs.items()}
 
 
 class _Page:
@@ -256,8 +252,6 @@ def _config_section(page: _Page, record: dict | None) -> dict:
 
 
 def _results_section(page: _Page, run: Path, jobs: list[_Job], dataset: str) -> None:
-    from .benchmark import PUBLISHED
-
     page.heading("Results")
     if (run / "table.md").exists():
         page.parts.append(markdown_to_html((run / "table.md").read_text()))
@@ -282,16 +276,12 @@ def _names(job: _Job, key: str, count: int, fallback: str) -> list[str]:
 
 def _trial_images(config: dict, trial: int, labels: np.ndarray, data_root) -> tuple[np.ndarray | None, str]:
     """The test images of ``trial`` in ``data.test()`` order, or None and why not."""
-    root = data_root or config.get("data_root")
-    dataset = config.get("dataset")
+    root, dataset = data_root or config.get("data_root"), config.get("dataset")
     if not root or not dataset:
         return None, "config.json names no dataset or data_root"
     if not Path(root).exists():
         return None, (f"the data root {root} does not exist on this machine (pass data_root= to point "
                       "elsewhere)")
-    from .data.imageset import DataError
-    from .data.splits import build_trial, get_trial
-
     try:
         data = build_trial(get_trial(dataset, trial), root, seed=int(config.get("seed", 0)), progress=False)
     except (DataError, ValueError, OSError) as err:
@@ -336,28 +326,22 @@ def _extremes_rows(scores: JobScores, labels: np.ndarray, classes: np.ndarray, i
 
 
 def _histogram_scale(scores: JobScores) -> tuple[np.ndarray, float | None, str, bool]:
-    """Scores as the histogram shows them: (values, threshold, axis name, log axis).
-
-    The CAC score spans decades: a log axis when it is positive and spread out. The MSP score ``-p`` piles up
-    at -1, so it is drawn as ``1 - p`` on a log axis: the shift is exact for float32 scores in float64, and
-    ``1 - p = 0`` is drawn at 2^-25 (below the smallest non-zero 2^-24), so no sample changes side.
-    """
-    values = scores.scores.astype(np.float64)
+    """Scores as the histogram shows them: (values, threshold, axis name, log axis). The CAC score spans
+    decades: a log axis when it is positive and spread out. The MSP score ``-p`` piles up at -1, so it is
+    drawn as ``1 - p`` on a log axis: the shift is exact for float32 scores in float64, and ``1 - p = 0`` is
+    drawn at 2^-25 (below the smallest non-zero 2^-24), so no sample changes side."""
+    values, threshold, name = scores.scores.astype(np.float64), scores.threshold, SCORE_NAMES[scores.detector]
     if scores.detector == "msp":
         floor = 2.0 ** -25
-        shown = np.maximum(values + 1.0, floor)
-        threshold = None if scores.threshold is None else scores.threshold + 1.0
+        values = np.maximum(values + 1.0, floor)
+        threshold = None if threshold is None else threshold + 1.0
         name = f"1 - max softmax probability (0 drawn at {floor:.0e})"
-        return shown, threshold, name, bool(shown.max() > 100 * shown.min())
-    log_x = bool(values.min() > 0 and values.max() > 100 * values.min())
-    return values, scores.threshold, SCORE_NAMES[scores.detector], log_x
+    return values, threshold, name, bool(values.min() > 0 and values.max() > 100 * values.min())
 
 
-def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, config: dict, data_root,
-                 images_cache: dict) -> dict:
+def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores,
+                 test_images: tuple[np.ndarray | None, str]) -> dict:
     """Histogram, logit space, confusion, training curves and Fig. 5 of one job; returns its summary."""
-    from .metrics import auroc, closed_set_accuracy, unknown_confusion
-
     k = logits.train.shape[1]
     labels, classes = logits.test_labels.numpy(), logits.test_classes.numpy()
     unknown = scores.is_unknown
@@ -422,9 +406,7 @@ def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, conf
     else:
         page.note("history.json is missing: no training curves.")
 
-    if job.trial not in images_cache:
-        images_cache[job.trial] = _trial_images(config, job.trial, labels, data_root)
-    images, why = images_cache[job.trial]
+    images, why = test_images
     if images is None:
         page.note(f"Fig. 5 (test images with extreme scores) is skipped: {why}.")
     else:
@@ -438,12 +420,10 @@ def _job_figures(page: _Page, job: _Job, logits: Logits, scores: JobScores, conf
     return summary
 
 
-def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data_root, images_cache: dict,
+def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data_root,
                    studied: list[tuple[str, str]]) -> tuple[list[dict], list[str]]:
     """ROC of every score of the trial, then each default job's figures; returns the summaries and ROC names.
     The ROC adds the ``studied`` (job, detector) pairs a study evaluated beyond each job's own score."""
-    from .detectors import make_detector
-
     others = [j.job for j in jobs if not j.is_default]
     if others:
         page.note(f"{len(others)} jobs with other hyperparameters ({', '.join(others[:6])}"
@@ -470,13 +450,12 @@ def _trial_section(page: _Page, trial: int, jobs: list[_Job], config: dict, data
         page.figure(f"trial{trial}_roc", roc, "Unknown test images are the positive class; one curve per "
                     f"network (job) and open-set score{extra}. Right: the same curves with the false "
                     "positive rate on a log axis, where curves close to the top-left corner separate.")
-    summaries = [_job_figures(page, *loaded_job, config, data_root, images_cache) for loaded_job in loaded]
-    return summaries, list(curves)
+    # the test images of Fig. 5, checked against the first job's labels
+    images = _trial_images(config, trial, loaded[0][1].test_labels.numpy(), data_root) if loaded else None
+    return [_job_figures(page, *loaded_job, images) for loaded_job in loaded], list(curves)
 
 
 def _trial_bars_section(page: _Page, jobs: list[_Job], dataset: str) -> None:
-    from .benchmark import PUBLISHED
-
     default = [j for j in jobs if j.is_default]
     if not default:
         return
@@ -502,11 +481,10 @@ def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list
             cells.setdefault(key, []).append(j.result)
     if len(cells) > 1:
         mags, wts = sorted({m for m, _ in cells}), sorted({w for _, w in cells})
-        acc, roc = np.full((len(mags), len(wts)), np.nan), np.full((len(mags), len(wts)), np.nan)
-        for (m, w), results in cells.items():
-            acc[mags.index(m), wts.index(w)] = np.mean([r["accuracy"] for r in results])
-            roc[mags.index(m), wts.index(w)] = np.mean([r["auroc"] for r in results])
-        page.figure("sweep_heatmaps", plots.hyperparameter_heatmaps(mags, wts, acc, roc),
+        grid = np.full((len(mags), len(wts), 2), np.nan)  # accuracy, AUROC
+        for (m, w), cell in cells.items():
+            grid[mags.index(m), wts.index(w)] = np.mean([(r["accuracy"], r["auroc"]) for r in cell], axis=0)
+        page.figure("sweep_heatmaps", plots.hyperparameter_heatmaps(mags, wts, grid[..., 0], grid[..., 1]),
                     "CAC's accuracy and AUROC (mean over the trials run) over anchor magnitude x anchor "
                     "weight (the paper's Fig. 2); n/a = not run.")
     else:
@@ -531,12 +509,10 @@ def _studies_section(page: _Page, run: Path, jobs: list[_Job], study_files: list
 def write_report(run_dir, out_dir=None, *, data_root=None) -> Path:
     """Write the HTML report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``); returns the path
     of ``index.html``. ``data_root``: where to read the Fig. 5 test images (default: from ``config.json``).
-
     Built in a temporary sibling folder and moved in only when complete: a failure (a damaged ``logits.npz``,
     a full disk) leaves an earlier report as it was. Raises FileNotFoundError when ``run_dir`` is not a
     folder, ValueError when it holds no finished job or a job's files are damaged (naming the file); anything
-    else missing only skips its section.
-    """
+    else missing only skips its section."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run} is not a run folder; pass the --out folder of a benchmark run.")
@@ -598,12 +574,12 @@ def _build_report(run: Path, out: Path, jobs: list[_Job], data_root) -> None:
     study_files = _study_files(run)
     studied = _study_pairs(study_files)
     _trial_bars_section(page, jobs, dataset)
-    summaries, roc, images_cache = [], {}, {}  # roc: {trial: ROC curve names}
+    summaries, roc = [], {}  # roc: {trial: ROC curve names}
     with torch.inference_mode():
         for trial in sorted({j.trial for j in jobs}):
             page.heading(f"Trial {trial}")
             done, roc[str(trial)] = _trial_section(page, trial, [j for j in jobs if j.trial == trial], config,
-                                                   data_root, images_cache, studied.get(trial, []))
+                                                   data_root, studied.get(trial, []))
             summaries += done
     _studies_section(page, run, jobs, study_files)
     write_json(out / "summary.json", {"accept_rate": ACCEPT_RATE, "figures": page.figures, "roc_curves": roc,

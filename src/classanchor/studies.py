@@ -32,7 +32,8 @@ from . import distributed
 from .benchmark import PUBLISHED, RunSettings, job_dir, job_name, per_trial_lines, train_missing
 from .data.splits import get_benchmark
 from .detectors import make_detector
-from .evaluate import DETECTOR_DEFAULTS, METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits, open_set_evaluation
+from .evaluate import (DETECTOR_DEFAULTS, METRIC_KEYS, THRESHOLD_KEYS, aggregate_reports, load_logits,
+                       open_set_evaluation)
 from .io import git_commit, open_run_folder, read_json, write_json, write_text
 from .methods import Method, get_method
 from .pipeline import ACCEPT_RATE
@@ -66,8 +67,7 @@ class StudyConfig(RunSettings):
 
     def training(self) -> dict:
         """The :data:`TRAINING_KEYS` of this config, with the dataset's canonical name."""
-        values = {key: getattr(self, key) for key in TRAINING_KEYS}
-        return values | {"dataset": get_benchmark(self.dataset).name}
+        return {k: getattr(self, k) for k in TRAINING_KEYS} | {"dataset": get_benchmark(self.dataset).name}
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,12 @@ def ablation_entries(methods: Sequence[str] = ABLATION_METHODS) -> list[Entry]:
     return [Entry(m, m.detector) for m in (get_method(name) for name in methods)]
 
 
-def sweep_entries(magnitudes: Sequence[float] = SWEEP_MAGNITUDES, weights: Sequence[float] = SWEEP_WEIGHTS) -> list[Entry]:
-    """The sweep: one CAC network per (anchor magnitude alpha, anchor weight lambda), scored by Eq. 11."""
+def sweep_entries(magnitudes: Sequence[float] = SWEEP_MAGNITUDES,
+                  weights: Sequence[float] = SWEEP_WEIGHTS) -> list[Entry]:
+    """The sweep: one CAC network per (anchor magnitude alpha, anchor weight lambda), scored by Eq. 11
+    (:func:`~classanchor.methods.get_method` refuses a value that is not > 0)."""
     if not magnitudes or not weights:
         raise ValueError("the sweep needs at least one anchor magnitude and one anchor weight.")
-    for value in (*magnitudes, *weights):
-        if not value > 0:
-            raise ValueError(f"anchor magnitudes and weights must be > 0, got {value}.")
     return [Entry(get_method("cac", anchor_magnitude=a, anchor_weight=w), "cac")
             for a in dict.fromkeys(magnitudes) for w in dict.fromkeys(weights)]
 
@@ -126,14 +125,13 @@ def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
     if (folder / "config.json").exists():
         records.insert(0, ("config.json", read_json(folder / "config.json").get("config", {})))
     for source, recorded in records:
-        recorded = dict(recorded)
         if "dataset" in recorded:
-            recorded["dataset"] = get_benchmark(recorded["dataset"]).name
+            recorded = {**recorded, "dataset": get_benchmark(recorded["dataset"]).name}
         different = [f"{key}={recorded[key]!r} (asked: {training[key]!r})" for key in TRAINING_KEYS
                      if key in recorded and recorded[key] != training[key]]
         if different:
-            raise ValueError(f"{folder / source} records networks trained with {', '.join(different)}; run the "
-                             "study with the same settings to reuse them, or use another --out folder.")
+            raise ValueError(f"{folder / source} records networks trained with {', '.join(different)}; run "
+                             "the study with the same settings to reuse them, or use another --out folder.")
     record_path = folder / f"study_{name}.json"
     sessions = read_json(record_path).get("sessions", []) if record_path.exists() else []
     session = {"config": asdict(config), "parameters": parameters, "classanchor_version": __version__,
@@ -143,7 +141,8 @@ def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
     return folder
 
 
-def _job_result(config: StudyConfig, recipe: Recipe, folder: Path, trial: int, method: Method) -> tuple[dict, Path]:
+def _job_result(config: StudyConfig, recipe: Recipe, folder: Path, trial: int,
+                method: Method) -> tuple[dict, Path]:
     """A trained job's ``result.json`` contents and folder; refused when it was trained for something else."""
     folder = job_dir(folder, trial, method)
     result = read_json(folder / "result.json")
@@ -157,14 +156,12 @@ def _job_result(config: StudyConfig, recipe: Recipe, folder: Path, trial: int, m
 
 
 def _evaluate(logits, detector: str, accept_rate: float, result: dict) -> dict:
-    """The report of one (network, detector), or ``{"error": ...}`` when the detector cannot be fitted.
-
-    The job's own score at the job's accept rate is read from its ``result.json`` (computed once, by the
-    pipeline); any other detector or accept rate is fitted on the saved logits.
-    """
+    """The report of one (network, detector), or ``{"error": ...}`` when the detector cannot be fitted; the
+    job's own score at the job's accept rate is read from its ``result.json`` (computed once, by the
+    pipeline), any other detector or accept rate is fitted on the saved logits."""
     own = result.get("open_set")
-    if own is not None and detector == result.get("detector") and accept_rate == result.get("calibration", {}).get(
-            "target_accept_rate"):
+    calibrated = result.get("calibration", {}).get("target_accept_rate")
+    if own is not None and detector == result.get("detector") and accept_rate == calibrated:
         return {**own, "unknown_confusion": dict(own["unknown_confusion"]), "accept_rate": accept_rate,
                 "detector_repr": repr(make_detector(detector, **DETECTOR_DEFAULTS.get(detector, {})))}
     with warnings.catch_warnings(record=True) as caught:
@@ -210,19 +207,22 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
         results = {m: _job_result(config, recipe, folder, trial, m) for m in methods}
         for method, (result, job_folder) in results.items():
             logits = load_logits(job_folder / "logits.npz")
+            # unknown test images per unknown class, classes ascending (the confusion rows)
+            totals = np.unique(logits.test_classes[logits.is_unknown].numpy(), return_counts=True)[1].tolist()
             for entry in (e for e in entries if e.method == method):
                 report = _evaluate(logits, entry.detector, config.accept_rate, result)
                 if "unknown_confusion" in report:
                     confusion[entry.key] = {"threshold": report["threshold"], **report.pop("unknown_confusion"),
-                                            "totals": _unknown_totals(logits)}
+                                            "totals": totals}
                 rows.append({"trial": trial, **entry.ids, "train_seconds": result.get("train_seconds"),
                              **report})
         first = results[methods[0]][0]
         write_json(folder / f"trial{trial}" / f"{name}_confusion.json",
                    {"dataset": dataset, "trial": trial, "accept_rate": config.accept_rate,
                     "known_names": first.get("known_names"), "unknown_names": first.get("unknown_names"),
-                    "note": "rows: unknown classes (ids ascending, names in unknown_names order); columns: known "
-                            "classes; counts of unknown test images accepted at the threshold, by predicted class",
+                    "note": "rows: unknown classes (ids ascending, names in unknown_names order); columns: "
+                            "known classes; counts of unknown test images accepted at the threshold, by "
+                            "predicted class",
                     "entries": confusion})
     summary = []
     for entry in entries:
@@ -232,16 +232,11 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
                         "failed_trials": [r["trial"] for r in reports if "error" in r],
                         **aggregate_reports(done)})
     output = {"study": name, "dataset": dataset, "recipe": config.recipe, "total_epochs": recipe.total_epochs,
-              "paper_epochs": full.total_epochs, "accept_rate": config.accept_rate, "trials": list(config.trials),
-              "entries": [e.key for e in entries], "per_trial": rows, "summary": summary,
-              "seconds": time.perf_counter() - start}
+              "paper_epochs": full.total_epochs, "accept_rate": config.accept_rate,
+              "trials": list(config.trials), "entries": [e.key for e in entries], "per_trial": rows,
+              "summary": summary, "seconds": time.perf_counter() - start}
     write_json(folder / f"{name}.json", output)
     return output
-
-
-def _unknown_totals(logits) -> list[int]:
-    """Unknown test images per unknown class, classes ascending (the confusion rows)."""
-    return np.unique(logits.test_classes[logits.is_unknown].numpy(), return_counts=True)[1].tolist()
 
 
 # ---- tables --------------------------------------------------------------------------------------------
@@ -257,20 +252,18 @@ def _cell(stats: dict) -> str:
     return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["n"] != 1 else "")
 
 
-def _published_auroc(dataset: str, row: dict) -> str:
-    """The paper's AUROC of a (job, detector) row ("-" when it has none)."""
-    published = PUBLISHED.get(dataset, {})
-    key = {("cac", "cac"): "cac", ("ce", "msp"): "ce", ("ce", "openmax"): "openmax"}.get(
-        (row["job"], row["detector"]))
-    return f"{published[key][1]:.3f}" if key in published else "-"
+#: The (job, detector) rows with a published AUROC (paper Table 2), and their key in ``PUBLISHED``.
+_PUBLISHED_ROWS = {("cac", "cac"): "cac", ("ce", "msp"): "ce", ("ce", "openmax"): "openmax"}
 
 
-def format_study_table(output: dict, title: str, labels: dict[str, str] | None = None) -> str:
+def format_study_table(output: dict, title: str, labels: dict[str, str] | None = None,
+                       before: Sequence[str] = ()) -> str:
     """Markdown for a :func:`run_study` output: mean ± std per row, per-trial AUROC, failed rows;
-    ``labels``: {entry key: row label} (default ``job / detector label``)."""
+    ``labels``: {entry key: row label} (default ``job / detector label``); ``before``: lines put before the
+    table."""
     labels = labels or {}
-    dataset = output["dataset"]
-    lines = [f"# {dataset}: {title}", ""]
+    published = PUBLISHED.get(output["dataset"], {})
+    lines = [f"# {output['dataset']}: {title}", ""]
     if output["total_epochs"] < output["paper_epochs"]:
         lines += [(f"**Shortened run**: {output['total_epochs']} epochs per network instead of the recipe's "
                   f"{output['paper_epochs']}; not comparable to the published numbers at full length."), ""]
@@ -282,12 +275,13 @@ def format_study_table(output: dict, title: str, labels: dict[str, str] | None =
     keys = METRIC_KEYS + THRESHOLD_KEYS
     head = [METRIC_LABELS[k] for k in keys]
     head.insert(2, "published AUROC")  # after accuracy and AUROC
-    lines += [f"| network / score | trials | {' | '.join(head)} |", "|---|---|" + "---|" * len(head)]
+    lines += [*before, f"| network / score | trials | {' | '.join(head)} |", "|---|---|" + "---|" * len(head)]
     summary = [(labels.get(_key(r), f"{r['job']} / {DETECTOR_LABELS.get(r['detector'], r['detector'])}"), r)
                for r in output["summary"]]
     for label, row in summary:
+        paper = published.get(_PUBLISHED_ROWS.get((row["job"], row["detector"])))
         cells = [_cell(row[k]) for k in keys]
-        cells.insert(2, _published_auroc(dataset, row))
+        cells.insert(2, "-" if paper is None else f"{paper[1]:.3f}")
         lines.append(f"| {label} | {len(row['trials'])} | {' | '.join(cells)} |")
     lines += per_trial_lines("closed-set accuracy / AUROC", "network / score", [
         (label, [r for r in output["per_trial"] if _key(r) == _key(row)]) for label, row in summary], trials)
@@ -300,9 +294,9 @@ def format_study_table(output: dict, title: str, labels: dict[str, str] | None =
 
 def _confusion_lines(folder: Path, name: str, output: dict, key: str) -> list[str]:
     """Fig. 4 in words: per unknown class, how many were accepted and which known class took most of them."""
-    lines = ["", (f"Unknown-to-known confusion (Fig. 4) of `{key}` at the calibrated threshold: per unknown class, "
-             "the unknown test images accepted as known and the known class that took most of them "
-             f"(full matrices: `trial{{t}}/{name}_confusion.json`)."), ""]
+    lines = ["", (f"Unknown-to-known confusion (Fig. 4) of `{key}` at the calibrated threshold: per unknown "
+                  "class, the unknown test images accepted as known and the known class that took most of "
+                  f"them (full matrices: `trial{{t}}/{name}_confusion.json`)."), ""]
     for trial in output["trials"]:
         record = read_json(folder / f"trial{trial}" / f"{name}_confusion.json")
         matrix = record["entries"].get(key)
@@ -314,11 +308,8 @@ def _confusion_lines(folder: Path, name: str, output: dict, key: str) -> list[st
         for row, (counts, rates, total) in enumerate(zip(matrix["counts"], matrix["rates"], matrix["totals"])):
             name_u = unknown[row] if row < len(unknown) else str(matrix["classes"][row])
             accepted, top = int(sum(counts)), int(np.argmax(counts))
-            if accepted:
-                taken = known[top] if top < len(known) else str(top)
-                lines.append(f"| {name_u} | {accepted} / {total} | {taken} | {rates[top]:.0%} |")
-            else:
-                lines.append(f"| {name_u} | 0 / {total} | - | - |")
+            taken = f"{known[top] if top < len(known) else top} | {rates[top]:.0%}" if accepted else "- | -"
+            lines.append(f"| {name_u} | {accepted} / {total} | {taken} |")
         lines.append("")
     return lines
 
@@ -333,11 +324,9 @@ def _written(config: StudyConfig, name: str, output: dict, table: str) -> tuple[
 def run_compare(config: StudyConfig, detectors: dict[str, Sequence[str]] | None = None,
                 progress: bool = True, executor=None) -> tuple[dict | None, str]:
     """The methods comparison (paper Table 2 and Section 5.1); writes ``compare.json`` and ``compare.md``.
-
     ``detectors``: {training method: detectors to score its network with} (default :data:`COMPARE_DETECTORS`).
     Each study function returns ``(output, table)`` (``(None, "")`` on a torchrun rank other than 0);
-    ``executor`` trains the missing networks (:func:`run_study`).
-    """
+    ``executor`` trains the missing networks (:func:`run_study`)."""
     detectors = {k: tuple(v) for k, v in (COMPARE_DETECTORS if detectors is None else detectors).items()}
     entries = compare_entries(detectors)
     output = run_study(config, "compare", entries, {"detectors": detectors}, progress, executor)
@@ -366,15 +355,13 @@ def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDE
               executor=None) -> tuple[dict | None, str]:
     """The hyperparameter sweep (paper Fig. 2): one CAC network per (alpha, lambda) cell and trial; writes
     ``sweep.json`` and ``sweep.md`` (AUROC and accuracy grids, then every metric per cell)."""
-    magnitudes = tuple(float(a) for a in magnitudes)
-    weights = tuple(float(w) for w in weights)
+    magnitudes, weights = (tuple(float(v) for v in values) for values in (magnitudes, weights))
     entries = sweep_entries(magnitudes, weights)
     output = run_study(config, "sweep", entries, {"magnitudes": list(magnitudes), "weights": list(weights)},
                        progress, executor)
     if output is None:
         return None, ""
     labels = {e.key: f"α={e.method.anchor_magnitude:g}, λ={e.method.anchor_weight:g}" for e in entries}
-    table = format_study_table(output, "anchor magnitude x anchor weight sweep (Fig. 2)", labels)
     columns = list(dict.fromkeys(weights))
     by_cell = {(r["anchor_magnitude"], r["anchor_weight"]): r for r in output["summary"]}
     grids = []
@@ -384,5 +371,5 @@ def run_sweep(config: StudyConfig, magnitudes: Sequence[float] = SWEEP_MAGNITUDE
                   "|---|" + "---|" * len(columns)]
         grids += [f"| {a:g} | " + " | ".join(_cell(by_cell[(a, w)][metric]) for w in columns) + " |"
                   for a in dict.fromkeys(magnitudes)] + [""]
-    head, _, rest = table.partition("| network / score |")
-    return _written(config, "sweep", output, head + "\n".join(grids) + "\n| network / score |" + rest)
+    table = format_study_table(output, "anchor magnitude x anchor weight sweep (Fig. 2)", labels, grids)
+    return _written(config, "sweep", output, table)

@@ -12,6 +12,7 @@ import copy
 import functools
 import math
 import pickle
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -46,11 +47,9 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass(frozen=True)
 class Stage:
-    """One training stage: ``epochs`` at learning rate ``lr``.
-
-    ``schedule='constant'`` is the paper's; ``'onecycle'`` warms up linearly for ``warmup_fraction`` of
-    the steps to ``lr`` and anneals to ~0 with a cosine (``torch.optim.lr_scheduler.OneCycleLR``).
-    """
+    """One training stage: ``epochs`` at learning rate ``lr``. ``schedule='constant'`` is the paper's;
+    ``'onecycle'`` warms up linearly for ``warmup_fraction`` of the steps to ``lr`` and anneals to ~0 with a
+    cosine (``torch.optim.lr_scheduler.OneCycleLR``)."""
 
     epochs: int
     lr: float
@@ -69,14 +68,12 @@ class TrainConfig:
     """Optimizer settings shared by the stages (SGD with momentum, as in the reference code).
 
     Attributes:
-        stages: the stages in order.
         weight_decay: L2 penalty of SGD (paper Table 4 / reference code: 5e-6 for MNIST, SVHN, CIFAR10).
         momentum, nesterov: SGD momentum (0.9 in the reference code).
         restart_from_best: start each stage after the first from the previous stage's best checkpoint.
-        precision: ``"auto"`` (bfloat16 autocast where it is faster, :func:`bf16_is_fast`: CUDA and CPUs with
-            AMX units; float32 elsewhere), ``"float32"`` or ``"bf16"`` (forced; see :func:`resolve_precision`).
-        compile: wrap the network in ``torch.compile``; falls back to eager with a warning if it fails
-            (no C++ compiler, unsupported platform, ...).
+        precision: ``"auto"`` (bfloat16 autocast where :func:`bf16_is_fast`: CUDA and CPUs with AMX units),
+            ``"float32"`` or ``"bf16"`` (forced; see :func:`resolve_precision`).
+        compile: wrap the network in ``torch.compile``; falls back to eager with a warning if it fails.
         channels_last: NHWC memory format for the network and 4-d inputs; ``None`` (default) picks the
             faster format per device (:func:`use_channels_last`: on for CUDA and CPU, as measured).
         check_every: steps between checks that the loss is finite (each check is one host sync).
@@ -110,10 +107,9 @@ class TrainResult:
 @functools.cache
 def _cpu_has_amx_bf16() -> bool:
     """Whether this CPU has AMX tile units (bf16 matrix multiply in hardware: Intel Xeon 4th gen and later)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x; absent = unknown = no
     try:
-        return bool(probe()) if probe is not None else False
-    except Exception:  # noqa: BLE001 - a failing probe means: do not rely on AMX
+        return bool(torch.cpu._is_amx_tile_supported())  # private in torch 2.x
+    except Exception:  # noqa: BLE001 - an absent or failing probe means: do not rely on AMX
         return False
 
 
@@ -121,76 +117,51 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     """Whether bfloat16 autocast speeds training up on ``device``: CUDA, and CPUs with AMX bf16 units when
     ``CPU_BF16_AUTOCAST`` (measured in docs/speed.md); elsewhere float32 is as fast or faster."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and CPU_BF16_AUTOCAST and _cpu_has_amx_bf16()
+    return device.type == "cuda" or (device.type == "cpu" and CPU_BF16_AUTOCAST and _cpu_has_amx_bf16())
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``"auto"`` -> ``"bf16"`` where :func:`bf16_is_fast` on ``device``, else ``"float32"``; the others as given.
-
-    The resolved name is what result.json records, so runs before and after a change of the rule can be told apart.
-    """
+    result.json records the resolved name, so runs before and after a change of the rule can be told apart."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    if precision == "auto":
-        return "bf16" if bf16_is_fast(device) else "float32"
-    return precision
+    return ("bf16" if bf16_is_fast(device) else "float32") if precision == "auto" else precision
 
 
 def autocast_for(device: torch.device | str, amp: bool | None = None):
     """bfloat16 autocast when ``amp`` is True, none when False; ``None`` = where :func:`bf16_is_fast`."""
     device = torch.device(device)
-    if amp is None:
-        amp = bf16_is_fast(device)
-    if amp:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    amp = bf16_is_fast(device) if amp is None else amp
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def use_channels_last(channels_last: bool | None, device: torch.device | str) -> bool:
     """Resolve ``TrainConfig.channels_last``: an explicit bool wins; ``None`` means on for the device types in
     ``CHANNELS_LAST_DEVICES`` (CUDA and CPU, measured in docs/speed.md), off elsewhere (e.g. MPS)."""
-    if channels_last is not None:
-        return bool(channels_last)
-    return torch.device(device).type in CHANNELS_LAST_DEVICES
+    return torch.device(device).type in CHANNELS_LAST_DEVICES if channels_last is None else bool(channels_last)
 
 
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """A 4-d batch in NHWC (``channels_last``) or plain contiguous NCHW memory; other ranks unchanged.
-
-    Copies only when the layout differs, so a loader that already yields the right format costs nothing.
-    """
-    if x.ndim != 4:
-        return x
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
-def _is_better(value: float, best: float, mode: str) -> bool:
-    if math.isnan(best):
-        return True
-    return value < best if mode == "min" else value > best
+    """A 4-d batch in NHWC (``channels_last``) or plain contiguous NCHW memory; other ranks unchanged. Copies
+    only when the layout differs, so a loader that already yields the right format costs nothing."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=memory_format) if x.ndim == 4 else x
 
 
 def _make_optimizer(net: torch.nn.Module, stage: Stage, config: TrainConfig, steps: int):
     optimizer = torch.optim.SGD(net.parameters(), lr=stage.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
-    scheduler = None
-    if stage.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=stage.lr, total_steps=steps, pct_start=stage.warmup_fraction,
-            anneal_strategy="cos", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
-        )
-    return optimizer, scheduler
+    if stage.schedule != "onecycle":
+        return optimizer, None
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=stage.lr, total_steps=steps, pct_start=stage.warmup_fraction, anneal_strategy="cos",
+        cycle_momentum=False, div_factor=25.0, final_div_factor=1e3)
 
 
 def _compiled_or_eager(net: CACNet, sample: torch.Tensor, enabled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``torch.compile(net)`` if a forward and backward pass works on ``sample``, else the eager network.
-
-    The trial pass is undone: weights, BatchNorm statistics, gradients and the CPU RNG state are restored, so
-    enabling ``compile`` changes nothing but speed. Any failure (no C++ compiler, unsupported backend or
-    Python version, ...) warns once and returns the eager network.
-    """
+    """``torch.compile(net)`` if a forward and backward pass works on ``sample``, else (no C++ compiler, ...)
+    the eager network, with a warning. The trial pass is undone (weights, BatchNorm statistics, gradients and
+    the CPU RNG state are restored), so enabling ``compile`` changes nothing but speed."""
     if not enabled:
         return net
     saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -220,12 +191,20 @@ def prepare_network(net: CACNet, config: TrainConfig, device: torch.device | str
     """Move ``net`` to ``device`` in the configured memory format; returns the forward function to call
     (``torch.compile(net)`` when ``config.compile`` and it works on ``sample``, else ``net`` itself), of
     ``wrap(net)`` when given (e.g. :func:`classanchor.distributed.data_parallel`)."""
-    device = torch.device(device)
-    net.to(device)
     channels_last = use_channels_last(config.channels_last, device)
-    net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return _compiled_or_eager(net if wrap is None else wrap(net), to_memory_format(sample, channels_last),
                               config.compile)
+
+
+def _batch_loss(net: CACNet, forward, method: Method, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                amp: bool, channels_last: bool) -> BatchLoss:
+    """The forward pass (float32 logits, autocast when ``amp``) and the method's loss of one batch."""
+    x = to_memory_format(x, channels_last)
+    with autocast_for(device, amp):
+        logits = forward(x)
+    logits = logits.float()
+    return method.batch_loss(logits, net.head(logits), y)
 
 
 def train_step(net: CACNet, forward: Callable[[torch.Tensor], torch.Tensor], method: Method,
@@ -234,11 +213,7 @@ def train_step(net: CACNet, forward: Callable[[torch.Tensor], torch.Tensor], met
     """One optimisation step on a batch x (B, C, H, W), y (B,) already on ``device``; returns the
     :class:`~classanchor.methods.BatchLoss` (tensors on the device: no host sync here). The mean loss is
     back-propagated times ``loss_scale`` (:class:`classanchor.distributed.ShardedLoader`: a rank's share)."""
-    x = to_memory_format(x, channels_last)
-    with autocast_for(device, amp):
-        logits = forward(x)
-    logits = logits.float()
-    batch = method.batch_loss(logits, net.head(logits), y)
+    batch = _batch_loss(net, forward, method, x, y, device, amp, channels_last)
     optimizer.zero_grad(set_to_none=True)
     (batch.loss * loss_scale if loss_scale != 1.0 else batch.loss).backward()
     optimizer.step()
@@ -255,11 +230,7 @@ def validate(net: CACNet, forward, method: Method, loader: Iterable, device: tor
     loss_sum = anchor_sum = correct = torch.zeros((), device=device)
     count = 0
     for x, y in loader:
-        x = to_memory_format(x, channels_last)
-        with autocast_for(device, amp):
-            logits = forward(x)
-        logits = logits.float()
-        batch = method.batch_loss(logits, net.head(logits), y)
+        batch = _batch_loss(net, forward, method, x, y, device, amp, channels_last)
         loss_sum, anchor_sum, correct = loss_sum + batch.loss_sum, anchor_sum + batch.anchor_sum, correct + batch.correct
         count += y.shape[0]
     return {"val_loss": float(loss_sum) / count, "val_anchor_loss": float(anchor_sum) / count,
@@ -298,40 +269,21 @@ def _check_finite(loss: torch.Tensor, method: Method, stage_index: int, stage: S
             "completed epoch is kept in the resume state.")
 
 
-def _loader_state(loader) -> dict | None:
-    return loader.state_dict() if hasattr(loader, "state_dict") else None
-
-
-def train(
-    net: CACNet,
-    method: Method,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    config: TrainConfig,
-    *,
-    device: torch.device | str = "cpu",
-    state_path: str | Path | None = None,
-    progress: bool = True,
-    description: str = "",
-    on_epoch_end: Callable[[CACNet, dict], None] | None = None,
-) -> TrainResult:
+def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Iterable, config: TrainConfig, *,
+          device: torch.device | str = "cpu", state_path: str | Path | None = None, progress: bool = True,
+          description: str = "", on_epoch_end: Callable[[CACNet, dict], None] | None = None) -> TrainResult:
     """Train ``net`` with ``method``; on return ``net`` holds the kept (best-validation) weights.
 
     Args:
         net: the network (moved to ``device`` here); its anchors must be the training anchors.
-        method: loss and checkpoint rule (:func:`classanchor.methods.get_method`).
         train_loader, val_loader: iterables of ``(x, y)`` batches already on ``device`` with labels in
             0..K-1 (e.g. :class:`classanchor.data.loader.DeviceLoader`); ``len()`` gives batches per epoch.
             If the train loader has ``state_dict``/``load_state_dict``, its data order is resumable.
             Under torchrun each rank trains on its slice of every batch (:mod:`classanchor.distributed`).
-        config: stages and optimizer settings.
         state_path: file for the resumable state; if it exists, training continues from it (rank 0 writes it).
-        progress: show a progress bar (images/s and ETA) per stage.
         on_epoch_end: called as ``on_epoch_end(net, record)`` after each epoch's validation, with the weights
             of that epoch and its history record (e.g. to save a snapshot per epoch; must not change ``net``).
     """
-    import time
-
     device = torch.device(device)
     net.to(device)
     channels_last = use_channels_last(config.channels_last, device)
@@ -397,13 +349,13 @@ def train(
                 loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)
                 seen = int(seen)
             train_seconds = time.perf_counter() - epoch_start
-            record = {"stage": stage_index + 1, "epoch": len(result.history) + 1,
-                      "lr": lr,  # of the epoch's last step
+            record = {"stage": stage_index + 1, "epoch": len(result.history) + 1, "lr": lr,  # of the last step
                       "train_loss": float(loss_sum) / seen, "train_accuracy": float(correct) / seen,
                       "train_images_per_s": seen / max(train_seconds, 1e-9)}
             record.update(validate(net, forward, method, val_loader, device, amp, channels_last))
             metric = record[method.checkpoint_metric]
-            if _is_better(metric, best_metric, method.checkpoint_mode):
+            better = metric < best_metric if method.checkpoint_mode == "min" else metric > best_metric
+            if better or math.isnan(best_metric):
                 best_metric, best_state = metric, copy.deepcopy(net.state_dict())
                 result.best_epoch, result.best_metric = record["epoch"], metric
             record["seconds"] = time.perf_counter() - clock
@@ -419,8 +371,8 @@ def train(
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "stage": stage_index + 1 if last else stage_index, "epoch": 0 if last else epoch + 1,
-                    "best_state": best_state, "best_metric": best_metric,
-                    "result": result.__dict__, "loader": _loader_state(train_loader),
+                    "best_state": best_state, "best_metric": best_metric, "result": result.__dict__,
+                    "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None,
                     "rng_cpu": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "world_size": distributed.world_size(),

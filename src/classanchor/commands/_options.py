@@ -7,14 +7,10 @@ flag, never a traceback. Nothing here imports torch, so ``classanchor --help`` s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
-
-__all__ = ["add_device", "add_executor", "add_model_training", "add_progress", "add_run_options",
-           "executor_from", "finite_float", "json_object", "names", "positive_int", "run_settings",
-           "trial_list"]
-
-PRECISION_CHOICES = ("auto", "float32", "bf16")  # classanchor.train.PRECISIONS (checked by the tests)
+from functools import partial
 
 
 def names(text: str | None) -> tuple[str, ...] | None:
@@ -36,18 +32,9 @@ def _number(text: str, kind: type = float, minimum: float | None = None):
     return value
 
 
-def finite_float(text: str) -> float:
-    """A finite number (``nan`` and ``inf`` are refused: a threshold of nan would call every image unknown)."""
-    return _number(text)
-
-
-def positive_int(text: str) -> int:
-    return _number(text, int, 1)
-
-
-def gpu_share(text: str) -> float:
-    """A number of GPUs >= 0; fractions (0.5) let Ray put several jobs on one GPU."""
-    return _number(text, float, 0)
+finite_float = _number  # nan and inf are refused: a threshold of nan would call every image unknown
+positive_int = partial(_number, kind=int, minimum=1)
+gpu_share = partial(_number, minimum=0)  # GPUs: fractions (0.5) let Ray put several jobs on one GPU
 
 
 def json_object(text: str) -> dict:
@@ -88,14 +75,13 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 def add_model_training(parser: argparse.ArgumentParser) -> None:
     """--backbone, --backbone-kwargs, --seed, --precision, --device: how any command trains a network."""
-    parser.add_argument("--backbone", default=None,
-                        help="classifier32 (the paper's network), resnet9 (small residual net for CPUs), mlp, "
-                             "small_cnn, torchvision:<name>, timm:<name>; default: the recipe's (paper: "
-                             "classifier32, fast: resnet9)")
+    parser.add_argument("--backbone", help="classifier32 (the paper's network), resnet9 (small residual net for "
+                                           "CPUs), mlp, small_cnn, torchvision:<name>, timm:<name>; default: the "
+                                           "recipe's (paper: classifier32, fast: resnet9)")
     parser.add_argument("--backbone-kwargs", type=json_object, default={},
                         help="JSON object of backbone keyword arguments, e.g. '{\"dropout\": 0.3}'")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+    parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",  # train.PRECISIONS
                         help="training precision: auto (bf16 on CUDA and AMX CPUs, else float32), float32 or bf16; "
                              "recorded in result.json. Evaluation always runs in float32")
     add_device(parser)
@@ -137,14 +123,17 @@ def add_run_options(parser: argparse.ArgumentParser, trials: str, out_help: str)
     add_executor(parser)
 
 
+def fields_from(config_class: type, args: argparse.Namespace) -> dict:
+    """The options named after a field of the dataclass ``config_class``, by field name."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+
+
 def run_settings(args: argparse.Namespace) -> dict:
     """The :class:`classanchor.benchmark.RunSettings` of the options of :func:`add_run_options`; the run
     folder defaults to runs/<dataset> (CIFAR+10: runs/cifarplus10), shared by the benchmark and studies."""
+    from ..benchmark import RunSettings
     from ..data.splits import get_benchmark
 
     dataset = get_benchmark(args.dataset).name
     out = args.out or f"runs/{dataset.lower().replace('+', 'plus')}"
-    return dict(dataset=dataset, data_root=args.data_root, out=out,
-                trials=args.trials, recipe=args.recipe, epochs_scale=args.epochs_scale, seed=args.seed,
-                device=args.device, compile=args.compile, backbone=args.backbone,
-                backbone_kwargs=args.backbone_kwargs, precision=args.precision)
+    return {**fields_from(RunSettings, args), "dataset": dataset, "out": out}

@@ -1,4 +1,5 @@
-"""``classanchor benchmark`` and ``classanchor demo``: the paper's benchmark and the embedded digits demo."""
+"""``classanchor demo``, ``benchmark`` and ``report``: the embedded digits demo, the paper's benchmark and the
+HTML report of a run folder."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     config = DemoConfig(splits=args.splits, epochs=args.epochs, seed=args.seed, out=args.out)
     _, summary = run_demo(config, progress=not args.no_progress)
-    print(summary)
-    print(f"Results written to {config.out}/")
+    print(f"{summary}\nResults written to {config.out}/")
     return 0
 
 
@@ -25,8 +25,15 @@ def _benchmark(args: argparse.Namespace) -> int:
                              anchor_magnitude=args.anchor_magnitude, anchor_weight=args.anchor_weight)
     _, table = run_benchmark(config, progress=not args.no_progress, executor=executor_from(args))
     if table:  # empty on a torchrun rank other than 0: rank 0 reports
-        print(table)
-        print(f"Run folder: {config.out}/  report: {write_report(config.out)}")
+        print(f"{table}\nRun folder: {config.out}/  report: {write_report(config.out)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    page = write_report(args.run_dir, args.out, data_root=args.data_root)
+    print(f"Report written to {page} (figures beside it).")
     return 0
 
 
@@ -45,3 +52,11 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--anchor-magnitude", type=float, default=10.0, help="the paper's alpha (default 10)")
     bench.add_argument("--anchor-weight", type=float, default=0.1, help="the paper's lambda (default 0.1)")
     bench.set_defaults(func=_benchmark)
+
+    report = subparsers.add_parser(
+        "report", help="an HTML page with the config, tables and figures of a run folder (from its saved logits)")
+    report.add_argument("run_dir", help="a run folder written by `classanchor benchmark` (its --out)")
+    report.add_argument("--out", help="folder for index.html and the PNGs (default RUN_DIR/report)")
+    report.add_argument("--data-root", help="where to read the test images for the Fig. 5 grid (default: the "
+                                            "data_root in RUN_DIR/config.json; without images it is skipped)")
+    report.set_defaults(func=_report)

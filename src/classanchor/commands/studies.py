@@ -28,8 +28,7 @@ def _study(args: argparse.Namespace) -> int:
     config = studies.StudyConfig(**run_settings(args), accept_rate=args.accept_rate)
     options = {"progress": not args.no_progress, "executor": executor_from(args)}
     if args.command == "compare":
-        detectors = {"cac": args.cac_detectors, "ce": args.ce_detectors}
-        _, table = studies.run_compare(config, detectors, **options)
+        _, table = studies.run_compare(config, {"cac": args.cac_detectors, "ce": args.ce_detectors}, **options)
     elif args.command == "ablation":
         _, table = studies.run_ablation(config, args.methods, **options)
     else:
@@ -49,24 +48,20 @@ SWEEP_WEIGHTS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 def add_parser(subparsers) -> None:
-    """Add the ``compare``, ``ablation`` and ``sweep`` sub-commands."""
-
     def study(name: str, trials: str, help: str) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help)
         add_run_options(parser, trials, "run folder (default runs/<dataset>, the benchmark's); re-running "
                                         "resumes it and networks already trained there are reused")
-        parser.add_argument("--accept-rate", type=float, default=0.95,
-                            help="share of known validation images the calibrated threshold accepts "
-                                 "(default 0.95)")
+        parser.add_argument("--accept-rate", type=float, default=0.95, help="share of known validation images "
+                            "the calibrated threshold accepts (default 0.95)")
         parser.set_defaults(func=_study)
         return parser
 
     compare = study("compare", "0-4", "CAC vs cross-entropy with MSP, max-logit, energy, OpenMax, "
                                       "class-mean distance (Table 2)")
-    compare.add_argument("--cac-detectors", type=names, default=COMPARE_DETECTORS["cac"],
-                         help=f"scores of the CAC network (default {','.join(COMPARE_DETECTORS['cac'])})")
-    compare.add_argument("--ce-detectors", type=names, default=COMPARE_DETECTORS["ce"],
-                         help=f"scores of the cross-entropy network (default {','.join(COMPARE_DETECTORS['ce'])})")
+    for key, network in (("cac", "CAC"), ("ce", "cross-entropy")):
+        compare.add_argument(f"--{key}-detectors", type=names, default=COMPARE_DETECTORS[key],
+                             help=f"scores of the {network} network (default {','.join(COMPARE_DETECTORS[key])})")
     ablation = study("ablation", "0-4", "CAC vs anchor loss only vs tuplet loss only (Fig. 3)")
     ablation.add_argument("--methods", type=names, default=ABLATION_METHODS,
                           help=f"training methods (default {','.join(ABLATION_METHODS)}; ce also allowed)")

@@ -8,24 +8,20 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 
-from ._options import add_device, add_model_training, add_progress, finite_float, names, positive_int
-
-__all__ = ["add_parser"]
+from ._options import (add_device, add_model_training, add_progress, fields_from, finite_float, names,
+                       positive_int)
 
 
 def _train(args: argparse.Namespace) -> int:
     from ..folder_training import FolderTrainConfig, train_on_folder
 
-    config = FolderTrainConfig(
-        data=args.data, out=args.out, known=names(args.known), unknown=names(args.unknown) or (),
-        epochs=args.epochs, image_size=args.image_size, channels=args.channels, backbone=args.backbone,
-        backbone_kwargs=args.backbone_kwargs, accept_rate=args.accept_rate, threshold=args.threshold,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, max_per_class=args.max_per_class,
-        batch_size=args.batch_size, lr=args.lr, flip=not args.no_flip, seed=args.seed, device=args.device,
-        precision=args.precision)
+    config = FolderTrainConfig(**{**fields_from(FolderTrainConfig, args), "known": names(args.known),
+                                  "unknown": names(args.unknown) or (), "flip": not args.no_flip})
     _, metrics = train_on_folder(config, progress=not args.no_progress)
     print(_train_summary(metrics))
     print(f"Run folder: {args.out}/  (open-set model: {args.out}/model)")
@@ -38,12 +34,10 @@ def _pct(x: float) -> str:
 
 def _train_summary(m: dict) -> str:
     cal = m["calibration"]
-    classes = f"known classes: {', '.join(m['known_names'])}"
-    if m["unknown_names"]:
-        classes += f"; held-out unknown classes: {', '.join(m['unknown_names'])}"
+    unknown = f"; held-out unknown classes: {', '.join(m['unknown_names'])}" if m["unknown_names"] else ""
     how = (f"calibrated to accept {_pct(cal['target_accept_rate'])}" if cal["method"] == "accept_rate"
            else "set by the user")
-    lines = [classes,
+    lines = [f"known classes: {', '.join(m['known_names'])}{unknown}",
              (f"trained {m['epochs']} epochs on {m['n_train']} images in {m['train_seconds']:.0f} s; "
               f"validation accuracy {_pct(m['val_accuracy'])}"),
              (f"threshold {m['threshold']:.4f} ({how}; accepts {_pct(cal['achieved_accept_rate'])} of "
@@ -64,12 +58,17 @@ def _eval_line(r: dict) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
     from ..pipeline import resolve_device
-    from ..io import write_json
     from ..predictor import OpenSetPredictor
 
-    predictor = OpenSetPredictor.load(args.model, device=resolve_device(args.device))
+    return OpenSetPredictor.load(args.model, device=resolve_device(args.device))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..io import write_json
+
+    predictor = _load(args)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     report = predictor.evaluate(args.data, names(args.known), names(args.unknown), batch_size=args.batch_size,
@@ -101,9 +100,6 @@ def format_table(result) -> str:
 
 
 def format_csv(result) -> str:
-    import csv
-    import io
-
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "prediction", "best_class", "score", "confidence"])
@@ -118,13 +114,10 @@ def format_json(result, model: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..pipeline import resolve_device
     from ..io import write_text
-    from ..predictor import OpenSetPredictor
 
-    predictor = OpenSetPredictor.load(args.model, device=resolve_device(args.device))
-    result = predictor.predict(args.paths, batch_size=args.batch_size, threshold=args.threshold,
-                               progress=not args.no_progress)
+    result = _load(args).predict(args.paths, batch_size=args.batch_size, threshold=args.threshold,
+                                 progress=not args.no_progress)
     text = {"table": lambda: format_table(result), "csv": lambda: format_csv(result),
             "json": lambda: format_json(result, args.model)}[args.format]()
     if args.output:
@@ -133,15 +126,13 @@ def _predict(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     notes = result.notes()
     if len(result):
-        unknown = int(result.is_unknown.sum())
-        notes.insert(0, f"{len(result)} image(s) predicted, {unknown} unknown (threshold {result.threshold:.4f})"
-                     + (f"; written to {args.output}" if args.output else ""))
+        notes.insert(0, f"{len(result)} image(s) predicted, {int(result.is_unknown.sum())} unknown (threshold "
+                     f"{result.threshold:.4f})" + (f"; written to {args.output}" if args.output else ""))
+    else:
+        notes.append("classanchor predict: error: no image could be predicted.")
     for line in notes:
         print(line, file=sys.stderr)
-    if not len(result):
-        print("classanchor predict: error: no image could be predicted.", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if len(result) else 1
 
 
 def add_parser(subparsers) -> None:

@@ -1,11 +1,7 @@
 """Data: every image file read, decoded and split; open-set splits; the on-device loader.
 
-Import from the submodules. From file to pixels, one path:
-
-- ``sources``: where files come from (folders, zips, folders and files inside zips); ``IMAGE_SUFFIXES``;
-- ``decode``: files -> uint8 pixels (modes, EXIF, the resize rule), error policy ``"raise"`` or ``"skip"``;
-- ``formats``: the benchmark datasets' official formats, one module each (``load_dataset`` by name), cached;
-- ``folders``: your own image folders (one sub-folder per class), split for training;
-- ``imageset``: ``ImageSet`` and ``DataError``; ``preprocess``: pixels -> network input;
-- ``splits``, ``loader``, ``augment``: open-set splits, the on-device loader and augmentation.
+Import from the submodules: ``sources`` (folders, zips, files inside zips) -> ``decode`` (uint8 pixels, error
+policy ``"raise"`` or ``"skip"``) -> ``formats`` (the benchmark datasets, cached) or ``folders`` (your own
+image folders); ``imageset`` (``ImageSet``, ``DataError``); ``preprocess`` (pixels -> network input);
+``splits`` (open-set trials), ``loader`` and ``augment`` (the on-device loader and augmentation).
 """

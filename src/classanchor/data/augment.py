@@ -2,15 +2,12 @@
 
 The reference recipe (``reference-protocol.md``) is, per sample, ``Resize(S) -> RandomResizedCrop(S,
 scale=(scale_min, 1), ratio=(3/4, 4/3)) -> RandomHorizontalFlip(flip_p) -> RandomRotation(rotation_deg,
-fill=0) -> Normalize(mean, std)``. Here the parameters of every sample are drawn at once, with the
-distribution of torchvision's per-sample transforms (:func:`reference_sample_params` is the per-sample
-definition the tests compare with), and resize, crop, flip and rotation are composed into ONE affine map per
-sample: a whole batch is one ``affine_grid`` + ``grid_sample`` (bilinear, ``align_corners=False``).
-
-Conventions: crop boxes ``(top, left, height, width)`` are integer pixels of the input resized to ``S x S``;
-a positive angle rotates the content counter-clockwise as displayed (+90 degrees equals
-``torch.rot90(x, 1, dims=(-2, -1))``); ``mean``/``std`` are in [0, 1] units; the fill 0 is black before
-normalisation.
+fill=0) -> Normalize(mean, std)``. Here every sample's parameters are drawn at once, with the distribution
+of torchvision's per-sample transforms (:func:`reference_sample_params`), and resize, crop, flip and rotation
+are composed into ONE affine map per sample: a batch is one ``affine_grid`` + ``grid_sample`` (bilinear,
+``align_corners=False``). Crop boxes ``(top, left, height, width)`` are integer pixels of the input resized
+to ``S x S``; a positive angle rotates the content counter-clockwise as displayed (+90 degrees equals
+``torch.rot90(x, 1, dims=(-2, -1))``); the fill 0 is black before normalisation.
 
 Deliberate, sub-pixel differences from torchvision: one bilinear resampling instead of two (torchvision
 rotates with nearest; here the rotated border is a one-pixel linear ramp); the source is read with border
@@ -38,13 +35,10 @@ NUM_CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params tries this man
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Parameters of the train augmentation and the eval transform.
-
-    size: output side S in pixels (square output). scale_min: lower bound of the crop's area fraction
-    (upper bound 1). flip_p: probability of a horizontal flip. rotation_deg: angles are uniform in
-    [-rotation_deg, rotation_deg] degrees (0 = no rotation). mean, std: per-channel normalisation in [0, 1]
-    units (length 1 broadcasts to every channel). ratio: aspect-ratio range (width / height) of the crop.
-    """
+    """Parameters of the train augmentation and the eval transform: output side ``size`` S; the crop's area
+    fraction in [scale_min, 1] and aspect ratio (width / height) in ``ratio``; flip probability ``flip_p``;
+    angles uniform in [-rotation_deg, rotation_deg] degrees; per-channel ``mean``, ``std`` in [0, 1] units
+    (length 1 broadcasts to every channel)."""
 
     size: int
     scale_min: float = 1.0
@@ -74,11 +68,7 @@ class AugmentSpec:
 
 
 class AugmentParams(NamedTuple):
-    """Per-sample augmentation parameters, each of shape (B,), on one device.
-
-    top, left, height, width: int64 crop box in pixels of the S x S resized input. flip: bool.
-    angle: float32 degrees (positive = counter-clockwise).
-    """
+    """Per-sample parameters, each (B,) on one device: int64 crop box, bool flip, float32 angle in degrees."""
 
     top: Tensor
     left: Tensor
@@ -89,27 +79,19 @@ class AugmentParams(NamedTuple):
 
 
 def to_nchw(images, layout: str | None = None) -> Tensor:
-    """(B, H, W), (B, C, H, W) or (B, H, W, C) array/tensor -> (B, C, H, W) tensor (a view where possible).
-
-    The layout is guessed from the shape (channels = a size of 1, 3 or 4) unless ``layout`` says it.
-    """
+    """(B, H, W), (B, C, H, W) or (B, H, W, C) array/tensor -> (B, C, H, W) tensor (a view where possible);
+    the layout is guessed from the shape (channels = a size of 1, 3 or 4) unless ``layout`` says it."""
     x = torch.as_tensor(images)
     if x.ndim == 3:
         return x.unsqueeze(1)
     if x.ndim != 4:
         raise ValueError(f"expected images of shape (B, H, W), (B, C, H, W) or (B, H, W, C), got "
                          f"{tuple(x.shape)}")
-    if layout is not None and layout.upper() not in ("NCHW", "NHWC"):
-        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     if layout is None:  # channels last when only the last axis looks like channels
-        nhwc = x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
-    else:
-        nhwc = layout.upper() == "NHWC"
-    return x.permute(0, 3, 1, 2) if nhwc else x
-
-
-def _generator_device(generator: torch.Generator | None, device) -> torch.device:
-    return generator.device if generator is not None else torch.device(device or "cpu")
+        layout = "NHWC" if x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4) else "NCHW"
+    if layout.upper() not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return x.permute(0, 3, 1, 2) if layout.upper() == "NHWC" else x
 
 
 def _fallback_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
@@ -129,15 +111,13 @@ def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, floa
 
     Same distribution as torchvision's ``RandomResizedCrop.get_params``: per try, area fraction ~ U(scale),
     log(aspect) ~ U(log ratio), w = round(sqrt(A * f * r)), h = round(sqrt(A * f / r)); the first of
-    ``NUM_CROP_TRIES`` tries with 0 < w <= width and 0 < h <= height is kept (all tries are drawn at once and
-    the first valid one selected), else a centred crop of the clamped ratio; top ~ U{0..height-h},
-    left ~ U{0..width-w}. Random numbers are drawn on ``generator.device`` (or ``device``).
-    """
-    dev = _generator_device(generator, device)
+    ``NUM_CROP_TRIES`` tries (all drawn at once) with 0 < w <= width and 0 < h <= height is kept, else a
+    centred crop of the clamped ratio; top ~ U{0..height-h}, left ~ U{0..width-w}. Drawn on the generator's
+    device (or ``device``)."""
+    dev = generator.device if generator is not None else torch.device(device or "cpu")
     u = torch.rand((n, 2 * NUM_CROP_TRIES + 2), generator=generator, device=dev)
-    area = float(height * width)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    target_area = area * (scale[0] + (scale[1] - scale[0]) * u[:, :NUM_CROP_TRIES])
+    target_area = float(height * width) * (scale[0] + (scale[1] - scale[0]) * u[:, :NUM_CROP_TRIES])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, NUM_CROP_TRIES : 2 * NUM_CROP_TRIES])
     w = torch.round(torch.sqrt(target_area * aspect)).long()  # round half to even, like Python's round
     h = torch.round(torch.sqrt(target_area / aspect)).long()
@@ -159,28 +139,21 @@ def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, floa
 def sample_params(n: int, spec: AugmentSpec, generator: torch.Generator | None = None,
                   device=None) -> AugmentParams:
     """Crop boxes, flips and angles for n samples -> AugmentParams of shape (n,) on the generator's device."""
-    dev = _generator_device(generator, device)
     top, left, h, w = sample_crop_params(n, spec.size, spec.size, (spec.scale_min, 1.0), spec.ratio,
-                                         generator, dev)
-    u = torch.rand((n, 2), generator=generator, device=dev)
-    flip = u[:, 0] < spec.flip_p
-    angle = (2.0 * u[:, 1] - 1.0) * spec.rotation_deg
-    return AugmentParams(top, left, h, w, flip, angle)
+                                         generator, device)
+    u = torch.rand((n, 2), generator=generator, device=top.device)
+    return AugmentParams(top, left, h, w, u[:, 0] < spec.flip_p, (2.0 * u[:, 1] - 1.0) * spec.rotation_deg)
 
 
 def affine_matrices(params: AugmentParams, size: int) -> Tensor:
-    """Per-sample affine maps for ``F.affine_grid`` -> (B, 2, 3) float32.
-
-    Output normalised coords o (x right, y down, in [-1, 1]) map to source normalised coords
-    ``src = C @ F @ R @ o`` with R the inverse of a counter-clockwise rotation by ``angle``, F the flip
-    (x -> -x) and C the crop box (scale w/S, h/S and shift to the box centre). The initial resize to S x S is
-    implicit: normalised coordinates do not depend on the resolution.
-    """
+    """Per-sample affine maps for ``F.affine_grid`` -> (B, 2, 3) float32: output normalised coords o (x right,
+    y down, in [-1, 1]) map to source normalised coords ``src = C @ F @ R @ o`` with R the inverse of a
+    counter-clockwise rotation by ``angle``, F the flip (x -> -x) and C the crop box (scale w/S, h/S and shift
+    to the box centre). The initial resize to S x S is implicit (normalised coordinates)."""
     s = float(size)
     rad = params.angle.float() * (math.pi / 180.0)
     cos, sin = torch.cos(rad), torch.sin(rad)
-    sx = params.width.float() / s
-    sy = params.height.float() / s
+    sx, sy = params.width.float() / s, params.height.float() / s
     cx = (2.0 * params.left.float() + params.width.float()) / s - 1.0
     cy = (2.0 * params.top.float() + params.height.float()) / s - 1.0
     fx = torch.where(params.flip, -sx, sx)
@@ -190,11 +163,8 @@ def affine_matrices(params: AugmentParams, size: int) -> Tensor:
 
 
 def _rotation_fill_mask(angle: Tensor, size: int) -> Tensor:
-    """Coverage of the rotated S x S image at each output pixel -> (B, 1, S, S) in [0, 1] (0 = fill).
-
-    Equals bilinear sampling (zero padding) of an all-ones image at the rotated coordinates, i.e. the mask
-    torchvision uses for the fill value.
-    """
+    """Coverage of the rotated S x S image per output pixel -> (B, 1, S, S) in [0, 1] (0 = fill): bilinear
+    sampling (zero padding) of an all-ones image at the rotated coordinates: torchvision's fill mask."""
     rad = angle.float() * (math.pi / 180.0)
     cos, sin = torch.cos(rad)[:, None, None], torch.sin(rad)[:, None, None]
     coords = (2.0 * torch.arange(size, device=angle.device, dtype=torch.float32) + 1.0) / size - 1.0
@@ -211,19 +181,15 @@ def _rotation_fill_mask(angle: Tensor, size: int) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _norm_coeffs(mean_t: tuple, std_t: tuple, channels: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift) of shape (1, C, 1, 1) so that normalised = uint8_value * scale - shift.
-
-    Cached per device: a host-to-device copy per batch would synchronise the GPU stream on the hot path.
-    """
+    """(scale, shift) (1, C, 1, 1) so that normalised = uint8_value * scale - shift; cached per device, as a
+    host-to-device copy per batch would synchronise the GPU stream on the hot path."""
     mean = torch.tensor(mean_t, dtype=torch.float32)
     std = torch.tensor(std_t, dtype=torch.float32)
     if mean.numel() == 1:
         mean, std = mean.expand(channels), std.expand(channels)
     elif mean.numel() != channels:
         raise ValueError(f"spec has {mean.numel()} mean/std values for images with {channels} channels")
-    scale = (1.0 / (255.0 * std)).view(1, channels, 1, 1)
-    shift = (mean / std).view(1, channels, 1, 1)
-    return scale.to(device), shift.to(device)
+    return (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(device), (mean / std).view(1, -1, 1, 1).to(device)
 
 
 def normalize_pixels(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
@@ -234,11 +200,8 @@ def normalize_pixels(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...])
 
 def apply_params(images: Tensor, params: AugmentParams, spec: AugmentSpec,
                  layout: str | None = None) -> Tensor:
-    """Crop + resize + flip + rotate + normalise with given parameters.
-
-    images: uint8 (or float in [0, 255]) (B, C, H, W) / (B, H, W, C) / (B, H, W) on any device; params on the
-    same device. Returns float32 (B, C, S, S), contiguous NCHW.
-    """
+    """Crop + resize + flip + rotate + normalise: uint8 (or float in [0, 255]) images in any layout of
+    :func:`to_nchw`, params on the same device -> float32 (B, C, S, S), contiguous NCHW."""
     x = to_nchw(images, layout)
     b, c = x.shape[:2]
     theta = affine_matrices(params, spec.size)
@@ -254,8 +217,7 @@ def augment_batch(images: Tensor, spec: AugmentSpec, generator: torch.Generator 
                   layout: str | None = None) -> Tensor:
     """Random train augmentation of a batch: uint8 (B, C, H, W) or (B, H, W, C) -> float32 (B, C, S, S).
 
-    All randomness comes from ``generator`` (same state -> same batch); it may live on the CPU or on the
-    images' device (parameters are moved to the images' device). Example::
+    All randomness comes from ``generator`` (same state -> same batch), on the CPU or the images' device::
 
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
@@ -274,10 +236,8 @@ RESIZE_RULE = ("bilinear resize to S x S (torch.nn.functional.interpolate, align
 
 
 def resize_pixels(images: Tensor, size: int) -> Tensor:
-    """uint8 ``(B, C, H, W)`` -> uint8 ``(B, C, size, size)`` by :data:`RESIZE_RULE` (test-time resize).
-
-    Every output pixel depends only on its own image, so the result does not depend on the batch it is in.
-    """
+    """uint8 ``(B, C, H, W)`` -> uint8 ``(B, C, size, size)`` by :data:`RESIZE_RULE` (test-time resize); every
+    output pixel depends only on its own image, so the result does not depend on the batch it is in."""
     h, w = images.shape[-2:]
     if (h, w) == (size, size):
         return images
@@ -289,24 +249,18 @@ def resize_pixels(images: Tensor, size: int) -> Tensor:
 
 
 def eval_transform(images: Tensor, spec: AugmentSpec, layout: str | None = None) -> Tensor:
-    """Deterministic transform (that of :class:`~classanchor.data.preprocess.Preprocessing`): resize to S x S
-    by :data:`RESIZE_RULE`, then normalise: uint8 (B, C, H, W) / (B, H, W, C) / (B, H, W) -> float32
-    (B, C, S, S).
-    """
-    x = resize_pixels(to_nchw(torch.as_tensor(images), layout), spec.size)
+    """The deterministic transform of :class:`~classanchor.data.preprocess.Preprocessing`: resize by
+    :data:`RESIZE_RULE`, normalise; uint8 images in any layout of :func:`to_nchw` -> float32 (B, C, S, S)."""
+    x = resize_pixels(to_nchw(images, layout), spec.size)
     return normalize_pixels(x, spec.mean, spec.std).contiguous()
 
 
 def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of a uint8 image array, in [0, 1] units.
-
-    images: numpy array or tensor, (N, H, W), (N, C, H, W) or (N, H, W, C), uint8. Exact: a 256-bin
-    histogram per channel (integer counts), then float64 moments; no float copy of the data is made.
-    """
-    x = torch.as_tensor(images)
+    """Per-channel mean and (population) std, in [0, 1] units, of uint8 images in a layout of :func:`to_nchw`;
+    exact: a 256-bin histogram per channel (integer counts), then float64 moments, no float copy."""
+    x = to_nchw(images, layout)
     if x.dtype != torch.uint8:
         raise TypeError(f"compute_mean_std expects uint8 images, got {x.dtype}")
-    x = to_nchw(x, layout)
     if x.numel() == 0:
         raise ValueError("compute_mean_std got an empty array")
     values = torch.arange(256, dtype=torch.float64)
@@ -322,10 +276,8 @@ def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ..
 
 def reference_sample_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
                             generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
-    """ONE crop box (top, left, h, w), drawn exactly as torchvision's ``RandomResizedCrop.get_params``.
-
-    A per-sample Python reference for tests and benchmarks only; never use it on a hot path.
-    """
+    """ONE crop box (top, left, h, w), drawn exactly as torchvision's ``RandomResizedCrop.get_params``: the
+    per-sample Python reference for tests and benchmarks only."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(NUM_CROP_TRIES):

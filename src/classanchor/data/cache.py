@@ -2,10 +2,8 @@
 
 A cache file is ``<cache_dir>/<kind>-<digest>.npz`` holding ``images`` uint8 (N, H, W, C), ``labels`` int64
 (N,) and ``class_names``; the digest covers :data:`CACHE_FORMAT`, the reader's settings and the fingerprint
-(path, size, modification time) of every source file, so a changed file is read again. Files are written
-atomically; an unwritable cache only warns, a damaged cache file is deleted and rebuilt.
-
-Example::
+(path, size, modification time) of every source file, so a changed file is read again. An unwritable cache
+only warns (:func:`save_npz`), a damaged cache file is deleted and rebuilt (:func:`try_load`). Example::
 
     >>> import numpy as np, tempfile
     >>> from classanchor.data.imageset import ImageSet
@@ -42,10 +40,8 @@ def file_fingerprint(path: Path) -> list:
 
 
 def cache_path(cache_dir: PathLike | None, kind: str, key: dict) -> Path:
-    """The cache file of reader ``kind`` (e.g. "mnist") with settings and source fingerprints ``key``.
-
-    It lies in ``cache_dir``, else in ``$CLASSANCHOR_CACHE`` if set, else in ``~/.cache/classanchor``.
-    """
+    """The cache file of reader ``kind`` (e.g. "mnist") with settings and source fingerprints ``key``, in
+    ``cache_dir``, else ``$CLASSANCHOR_CACHE`` if set, else ``~/.cache/classanchor``."""
     blob = json.dumps({"format": CACHE_FORMAT, "kind": kind, **key}, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:24]
     if cache_dir is None:

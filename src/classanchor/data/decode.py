@@ -1,22 +1,18 @@
 """Image files -> uint8 pixels: the one decoder of the package, threaded, with an explicit error policy.
 
-Every image file read by classanchor (benchmark image folders, your own folders, ``classanchor predict``)
-goes through :func:`decode_files`, one file at a time:
+Every image file read by classanchor (benchmark image folders, your own folders, ``classanchor predict``):
 
 1. PIL opens it; a JPEG much larger than the target side S is decoded at a reduced scale (``Image.draft``);
 2. :func:`pil_to_array`, at the file's own size: EXIF orientation applied, then converted to grey (1 channel)
    or RGB (3). 16-bit grey (``I;16*``) and 32-bit integer grey (``I``) map 0..65535 linearly to 0..255
    (``round(v * 255 / 65535)``, values outside clipped first); float grey (``F``) maps [0, 1] to 0..255
    (clipped, NaN -> 0), so a float image holding 0..255 comes out white: save such images as 8-bit files;
-3. :func:`resize_images` stretches it to ``S x S`` by the package's one resize rule
-   (:func:`classanchor.data.preprocess.resize_pixels`). With ``resize=False`` an image of another size is a
-   bad file instead (benchmark formats, whose images all have the official size).
+3. :func:`resize_images` stretches it to ``S x S`` by the one resize rule. With ``resize=False`` an image of
+   another size is a bad file instead (benchmark formats, whose images all have the official size).
 
 ``on_error="raise"`` (benchmark formats) stops at the first bad file with a :class:`DataError` naming it;
 ``on_error="skip"`` (your own folders, predict) skips it and lists it with the reason. Mode conversions are
-counted (``Decoded.converted``, e.g. ``{'16-bit grey -> RGB': 2}``).
-
-Example::
+counted (``Decoded.converted``, e.g. ``{'16-bit grey -> RGB': 2}``). Example::
 
     >>> import io, numpy as np
     >>> from PIL import Image
@@ -58,11 +54,8 @@ _WORKERS = max(1, min(16, os.cpu_count() or 1))
 
 
 def conversion_name(mode: str, channels: int) -> str | None:
-    """How an image of PIL ``mode`` is converted for a model with ``channels``, or None when it is not.
-
-    'grey -> RGB', '16-bit grey -> RGB', 'float grey -> grey', 'RGBA -> RGB', 'palette -> RGB',
-    'colour -> grey', ...
-    """
+    """How an image of PIL ``mode`` is converted for ``channels`` ('grey -> RGB', '16-bit grey -> grey',
+    'palette -> RGB', 'colour -> grey', ...), or None when it is not."""
     if mode in _DEEP_GREY:
         return f"{_DEEP_GREY[mode]} -> {'RGB' if channels == 3 else 'grey'}"
     if channels == 1:
@@ -83,14 +76,9 @@ def _deep_grey_to_uint8(im) -> np.ndarray:
 
 
 def pil_to_array(im, channels: int) -> tuple[np.ndarray, str]:
-    """A PIL image -> (uint8 (H, W, channels) at the image's own size, its original PIL mode).
-
-    EXIF orientation applied, converted to grey (``channels`` 1) or RGB (3) as step 2 of the module docstring.
-    """
+    """A PIL image -> (uint8 (H, W, channels) at its own size, its original PIL mode), as step 2 above."""
     from PIL import ImageOps
 
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}.")
     mode = im.mode
     if im.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: ask first
         im = ImageOps.exif_transpose(im)
@@ -104,10 +92,7 @@ def pil_to_array(im, channels: int) -> tuple[np.ndarray, str]:
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, C) -> uint8 (N, size, size, C) by :func:`~classanchor.data.preprocess.resize_pixels`.
-
-    The numpy, channels-last face of the one resize rule; images already ``size x size`` are returned as is.
-    """
+    """uint8 (N, H, W, C) -> uint8 (N, size, size, C) by :func:`classanchor.data.augment.resize_pixels`."""
     if images.shape[1:3] == (size, size):
         return images
     # torch wants writable memory (np.asarray of a PIL image is read-only)
@@ -116,7 +101,6 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _reason(err: BaseException) -> str:
-    """Why PIL could not decode a file, in words."""
     from PIL import UnidentifiedImageError
 
     if isinstance(err, UnidentifiedImageError):
@@ -141,15 +125,9 @@ def _decode_one(data: bytes, channels: int, draft: int | None) -> tuple[np.ndarr
 
 @dataclass
 class Decoded:
-    """The result of :func:`decode_files`.
-
-    Attributes:
-        images: uint8 (N_ok, H, W, C), in the order of the files that decoded.
-        ok: bool (N,) per requested file: decoded (True) or skipped (False); all True with "raise".
-        skipped: the files that failed, with the reason.
-        converted: how many images were converted, by kind (e.g. ``{'grey -> RGB': 3}``).
-        grey: bool (N_ok,) the file itself was grey.
-    """
+    """The result of :func:`decode_files`: ``images`` uint8 (N_ok, H, W, C) in the order of the files that
+    decoded; ``ok`` bool (N,) per requested file (all True with "raise"); ``skipped`` the failed files, with
+    the reason; ``converted`` images converted, by kind; ``grey`` bool (N_ok,): the file itself was grey."""
 
     images: np.ndarray
     ok: np.ndarray
@@ -161,17 +139,13 @@ class Decoded:
 def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int | tuple[int, int] | None,
                  channels: int | None, *, on_error: str = "raise", resize: bool = True, progress: bool = True,
                  desc: str = "decoding", workers: int | None = None) -> Decoded:
-    """Decode files ``0..N-1`` (``read(i)`` gives the bytes, ``where[i]`` the path to show) in a thread pool.
+    """Decode files ``0..N-1`` (``read(i)`` gives the bytes, ``where[i]`` the path to show) in a thread pool
+    -> :class:`Decoded` with images uint8 (N_ok, S, S, C) (or (N_ok, H, W, C) without resize).
 
-    Args:
-        size: with ``resize`` (default) the side S: every image is stretched to S x S. With ``resize=False``
-            the (H, W) (or S for S x S) every image must already have; None = the first image's size.
-        channels: 1 (grey) or 3 (RGB); None = automatic: 1 if every image is grey, else 3.
-        on_error: "raise": DataError naming the first bad file (unreadable, not an image, truncated, wrong
-            size); "skip": skip it and list it in ``Decoded.skipped`` with the reason.
-        workers: threads (default min(16, CPU count)); progress: a progress bar from 500 files on.
-    Returns :class:`Decoded` with images uint8 (N_ok, S, S, C) (or (N_ok, H, W, C) without resize).
-    """
+    ``size``: with ``resize`` (default) the side S, every image is stretched to S x S; with ``resize=False``
+    the (H, W) (or S for S x S) every image must already have, None = the first image's size. ``channels``:
+    1 (grey), 3 (RGB) or None (1 if every image is grey, else 3). ``on_error``: "raise" or "skip" a bad file
+    (unreadable, not an image, truncated, wrong size). ``workers``: threads (default min(16, CPU count))."""
     from tqdm.auto import tqdm
 
     if on_error not in ("raise", "skip"):
@@ -235,10 +209,9 @@ def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int |
                 out[i] = array
         return hi - lo
 
-    with ThreadPoolExecutor(workers or _WORKERS) as pool, tqdm(
-        total=n, initial=start, desc=desc, unit="img", disable=not progress or n < _PROGRESS_MIN,
-        dynamic_ncols=True, mininterval=1.0,
-    ) as bar:
+    bar = tqdm(total=n, initial=start, desc=desc, unit="img", disable=not progress or n < _PROGRESS_MIN,
+               dynamic_ncols=True, mininterval=1.0)
+    with ThreadPoolExecutor(workers or _WORKERS) as pool, bar:
         for done in pool.map(work, range(start, n, _CHUNK)):  # an error cancels the chunks not started
             bar.update(done)
     ok = np.ones(n, bool)

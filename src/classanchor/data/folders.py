@@ -2,13 +2,10 @@
 
 ``DATA`` is a folder, a zip, or a folder inside a zip (``photos.zip/photos/train``). Wrapper folders holding
 nothing but one folder are entered; a folder of ``train/`` and ``test/`` split folders is refused with the
-path to use instead. Images of any size and mode are decoded by :func:`classanchor.data.decode.decode_files`,
-as in the predictor. Bad files never stop a run (``on_error="skip"``): non-image files, files outside a class
-folder, unreadable images and zip entries outside the archive are skipped and listed with the reason. An
-empty folder, a class folder without images, a class name that is not a folder, or a known class without
-readable images raise :class:`DataError` naming the problem.
-
-Example::
+path to use instead. Images of any size and mode are decoded as in the predictor. Bad files never stop a
+run (``on_error="skip"``): non-image files, files outside a class folder, unreadable images and zip entries
+outside the archive are skipped and listed with the reason. An empty folder, a class folder without images,
+a class name that is not a folder, or a known class without readable images raise :class:`DataError`::
 
     >>> data = load_user_data("photos.zip", known=["cat", "dog", "bird"], unknown=["fox"])  # doctest: +SKIP
     >>> data.train.images.shape, data.known_names                                          # doctest: +SKIP
@@ -47,14 +44,9 @@ def open_image_folder(data: PathLike) -> FileSource:
 
 @dataclass(frozen=True)
 class FolderListing:
-    """The class folders of an image folder, before any decoding.
-
-    Attributes:
-        root: the folder actually used (wrapper folders entered), as shown to a person.
-        classes: every class folder name, sorted.
-        files: class name -> image file names (relative to the source), sorted.
-        skipped: non-image files, files outside any class folder, zip entries outside the archive.
-    """
+    """The class folders of an image folder, before any decoding: ``root``, the folder used (wrapper folders
+    entered) as shown to a person; every class folder name (``classes``, sorted); ``files``: class name ->
+    image file names (relative to the source), sorted; ``skipped``: the other files and entries, and why."""
 
     root: str
     classes: tuple[str, ...]
@@ -78,11 +70,8 @@ def _wrapper_prefix(names: Sequence[str]) -> str:
 
 
 def list_image_folder(source: FileSource) -> FolderListing:
-    """Group the files of ``source`` by class folder (the first folder level below the root).
-
-    Raises DataError when there is no image at all, when the root holds split folders (``train/``, ``test/``)
-    instead of class folders, and when a class folder holds no image file.
-    """
+    """Group the files of ``source`` by class folder (the first folder level below the root); DataError when
+    there is no image, when the root holds split folders instead, or when a class folder holds no image."""
     names = source.names()
     prefix = _wrapper_prefix(names)
     root = source.where(prefix.rstrip("/")) if prefix else str(source.path)
@@ -124,8 +113,7 @@ def _parse_names(names: Iterable[str] | str | None) -> tuple[str, ...] | None:
         names = names.split(",")
     out = tuple(n.strip() for n in names if n.strip())
     if len(set(out)) != len(out):
-        repeated = sorted({n for n in out if out.count(n) > 1})
-        raise DataError(f"class name(s) {repeated} given twice.")
+        raise DataError(f"class name(s) {sorted({n for n in out if out.count(n) > 1})} given twice.")
     return out
 
 
@@ -143,10 +131,8 @@ def _check_roles(known: Sequence[str], unknown: Sequence[str], listing: FolderLi
 
 def _decode_classes(source: FileSource, files: list[list[str]], image_size: int, channels: int | None,
                     progress: bool) -> tuple[Decoded, np.ndarray]:
-    """Decode ``files[j]``, the images of class j, at S x S, skipping and listing bad files.
-
-    Returns (the decode record, int64 (N_ok,) the class j of each decoded image).
-    """
+    """Decode ``files[j]``, the images of class j, at S x S, skipping bad files -> (the decode record, int64
+    (N_ok,) the class j of each decoded image)."""
     decoded = decode_names(source, [n for names in files for n in names], image_size, channels,
                            on_error="skip", progress=progress, desc=f"reading {source.path.name}")
     return decoded, np.repeat(np.arange(len(files)), [len(names) for names in files])[decoded.ok]
@@ -156,14 +142,9 @@ def _decode_classes(source: FileSource, files: list[list[str]], image_size: int,
 class UserData:
     """The arrays of one training run on an image folder; labels 0..K-1 known (order of ``known_names``).
 
-    Attributes:
-        train, val, test_known: known classes, per-class random split (seeded); labels 0..K-1.
-        test_unknown: every image of the held-out unknown classes; labels -1.
-        unknown_class: int64 (N_unknown,) index into ``unknown_names`` of each ``test_unknown`` image.
-        channels, image_size: the network input (C = 1 grey or 3 RGB, S x S pixels).
-        skipped: files not used and why; converted: images converted, by kind.
-        counts: class name -> {"train", "val", "test"} images actually used.
-    """
+    ``train``, ``val``, ``test_known``: known classes, per-class random split (seeded); ``test_unknown``:
+    every image of the held-out unknown classes, labels -1; ``unknown_class``: int64 (N_unknown,) index into
+    ``unknown_names`` of each of them; ``counts``: class name -> {"train", "val", "test"} images used."""
 
     source: str
     known_names: tuple[str, ...]
@@ -209,25 +190,19 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
                    max_per_class: int | None = None, seed: int = 0, progress: bool = True) -> UserData:
     """Read an image folder (or zip) for training: known classes split into train / val / test.
 
-    Args:
-        data: the folder, zip, or ``archive.zip/inner/folder``; one sub-folder per class.
-        known: the known classes (names or a comma list); None = every class folder not in ``unknown``.
-        unknown: classes held out entirely, used only to measure open-set performance.
-        image_size: S, every image is stretched to S x S.
-        channels: 1 or 3; None = 1 if every image is grey, else 3.
-        val_fraction, test_fraction: per-class shares of each known class for validation (checkpoint
-            choice, threshold calibration) and for the test metrics; the split is seeded by ``seed`` and
-            by the class's rank among all class folders, so it does not change with the known list.
-        max_per_class: use at most this many images per class (a seeded random subset), for quick runs.
-    """
+    ``known``: the known classes (names or a comma list; None = every class folder not in ``unknown``);
+    ``unknown``: classes held out entirely, used only to measure open-set performance; ``image_size`` S: every
+    image is stretched to S x S; ``channels``: 1, 3 or None (1 if every image is grey, else 3);
+    ``val_fraction``, ``test_fraction``: per-class shares of each known class for validation (checkpoint
+    choice, threshold calibration) and for the test metrics, split seeded by ``seed`` and the class's rank
+    among all class folders (so it does not change with the known list); ``max_per_class``: use at most this
+    many images per class (a seeded random subset), for quick runs."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
                          "and sum to less than 1.")
     if val_fraction <= 0:
         raise ValueError("val_fraction must be > 0: the validation images choose the checkpoint and "
                          "calibrate the threshold.")
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (automatic), got {channels}.")
     if max_per_class is not None and max_per_class < 3:
         raise ValueError(f"max_per_class must be at least 3, got {max_per_class}.")
     unknown_names = _parse_names(unknown) or ()
@@ -285,13 +260,10 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
                                                          FolderListing]:
     """Every image of the chosen classes of a labelled folder, for evaluating a trained model.
 
-    Args:
-        class_names: the model's classes; a known class gets its index there as label.
-        known: classes to treat as known (each must be a model class); None = the model's classes found in
-            ``data``. unknown: classes to treat as unknown (label -1); None = every other class folder.
-    Returns (images with labels 0..K-1 / -1, unknown class index per image (-1 for knowns) into the returned
-    unknown names, unknown names, the decode record, the listing).
-    """
+    ``class_names``: the model's classes, a known class gets its index there as label; ``known``: classes
+    treated as known (model classes; None = those found in ``data``); ``unknown``: treated as unknown (label
+    -1; None = every other class folder). Returns (the images, unknown class index per image (-1 for knowns)
+    into the returned unknown names, the unknown names, the decode record, the listing)."""
     with open_image_folder(data) as source:
         listing = list_image_folder(source)
         unknown_names = _parse_names(unknown)
@@ -309,9 +281,8 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
         if unknown_names is None:
             unknown_names = tuple(c for c in listing.classes if c not in class_names)
         _check_roles(known_names, unknown_names, listing)
-        chosen = [*known_names, *unknown_names]
-        decoded, which = _decode_classes(source, [listing.files[c] for c in chosen], image_size, channels,
-                                         progress)
+        files = [listing.files[c] for c in (*known_names, *unknown_names)]
+        decoded, which = _decode_classes(source, files, image_size, channels, progress)
     label_of = [list(class_names).index(c) for c in known_names] + [-1] * len(unknown_names)
     unknown_of = [-1] * len(known_names) + list(range(len(unknown_names)))
     images = ImageSet(decoded.images, np.asarray(label_of, np.int64)[which], tuple(class_names))

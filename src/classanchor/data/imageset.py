@@ -22,21 +22,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 class DataError(ValueError):
-    """A data file or folder is missing, truncated, corrupt or not in the expected layout.
-
-    The message names the file (zip entries as ``archive.zip/inner/name``) and the fix.
-    """
+    """A data file or folder is missing, truncated, corrupt or not in the expected layout; the message names
+    the file (zip entries as ``archive.zip/inner/name``) and the fix."""
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class ImageSet:
-    """Decoded images with integer labels.
-
-    Attributes:
-        images: uint8 array (N, H, W, C), pixel values 0-255, channels last (C = 1 grey or 3 RGB).
-        labels: int64 array (N,); ``class_names[labels[i]]`` is the class of image ``i``; -1 = unknown.
-        class_names: the names of the label indices 0..len(class_names)-1.
-    """
+    """Decoded images: ``images`` uint8 (N, H, W, C), channels last (C = 1 grey or 3 RGB); ``labels`` int64
+    (N,), ``class_names[labels[i]]`` is the class of image ``i``, -1 = unknown."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -45,10 +38,9 @@ class ImageSet:
     def __post_init__(self) -> None:
         images = self.images
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-            shape = getattr(images, "shape", None)
-            dtype = getattr(images, "dtype", type(images).__name__)
             raise DataError(f"ImageSet.images must be a uint8 array of shape (N, H, W, C); got dtype "
-                            f"{dtype}, shape {shape}.")
+                            f"{getattr(images, 'dtype', type(images).__name__)}, "
+                            f"shape {getattr(images, 'shape', None)}.")
         if isinstance(self.class_names, str):
             raise DataError("ImageSet.class_names must be a sequence of names, not one string.")
         names = tuple(str(n) for n in self.class_names)
@@ -69,8 +61,7 @@ class ImageSet:
         return len(self.labels)
 
     def __repr__(self) -> str:
-        return (f"ImageSet(n={len(self)}, image_shape={self.image_shape}, "
-                f"num_classes={self.num_classes})")
+        return f"ImageSet(n={len(self)}, image_shape={self.image_shape}, num_classes={self.num_classes})"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

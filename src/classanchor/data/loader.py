@@ -33,18 +33,13 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 class DeviceLoader:
     """Iterate (x, y) batches of a split held on ``device``.
 
-    images_uint8: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 array or tensor (layout guessed from the
-    shape, or given by ``layout``); stored once on the device as contiguous NCHW uint8.
-    labels: (N,) integer labels, already mapped to 0..K-1 (or -1 for unknown); stored as int64 on the device.
-    Yields x: float32 (B, C, S, S), normalised (channels-last memory format if ``channels_last``), and
-    y: int64 (B,). ``train=True``: a fresh random permutation per epoch and random augmentation;
-    ``train=False``: samples in order, deterministic ``eval_transform``.
-
-    Randomness: epoch e draws its permutation and augmentation from a generator (on ``device``) seeded by
-    (seed, e), so an epoch's batches depend only on (seed, e), not on how earlier epochs were consumed.
-    ``state_dict()`` / ``load_state_dict()`` save and restore the epoch counter (and the seed), so a resumed
-    run sees exactly the batches an uninterrupted one would. Each ``iter()`` starts the next epoch.
-    """
+    images_uint8: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 (layout as in :func:`to_nchw`), stored once as
+    contiguous NCHW; labels: (N,) integers, already 0..K-1 (or -1 unknown), stored as int64. Yields x: float32
+    (B, C, S, S), normalised (channels-last memory if ``channels_last``), y: int64 (B,). ``train=True``: a new
+    permutation per epoch and random augmentation; ``train=False``: in order, ``eval_transform``. Each
+    ``iter()`` starts the next epoch e, drawn from a generator (on ``device``) seeded by (seed, e) alone;
+    ``state_dict()`` / ``load_state_dict()`` save and restore (epoch, seed), so a resumed run sees exactly the
+    batches an uninterrupted one would."""
 
     def __init__(self, images_uint8, labels, batch_size: int, spec: AugmentSpec, train: bool,
                  device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False,
@@ -81,8 +76,7 @@ class DeviceLoader:
         return {"epoch": self.epoch, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self.seed = int(state["seed"])
+        self.epoch, self.seed = int(state["epoch"]), int(state["seed"])
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.epoch
@@ -92,8 +86,8 @@ class DeviceLoader:
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         n, b = self.num_samples, self.batch_size
         if self.train:
-            gen = torch.Generator(device=self.device)  # one per epoch: concurrent iterators stay independent
-            gen.manual_seed(_epoch_seed(self.seed, epoch))
+            # one generator per epoch: concurrent iterators stay independent
+            gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(self.seed, epoch))
             order = torch.randperm(n, generator=gen, device=self.device)
         for k in range(len(self)):
             start, stop = k * b, min((k + 1) * b, n)

@@ -1,18 +1,11 @@
 """One preprocessing from pixels of any size to the network's input, for evaluation and the predictor.
 
 Every path (training-time validation, the benchmark's evaluation, ``classanchor predict`` on files, arrays or
-PIL images) takes the same steps:
-
-1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by :data:`RESIZE_RULE`;
-2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32;
+PIL images; files decoded at their own size first) takes the same steps, so the same image gives the same
+network input: 1. :meth:`Preprocessing.pixels`: uint8 pixels of any size -> uint8 ``(B, C, S, S)`` by
+:data:`RESIZE_RULE`; 2. :meth:`Preprocessing.normalise`: ``(x / 255 - mean) / std`` per channel, float32;
 3. with ``mirror_average`` (test-time flip), an image's logits are the mean of those of the image and of its
-   mirror image (applied by :func:`classanchor.evaluate.network_logits`).
-
-Files are decoded at their own size first (:mod:`classanchor.data.decode`), so a file, the same pixels as an
-array and the same image in a benchmark split give the same network input. The object is saved in
-``model.json`` (:meth:`Preprocessing.to_dict`).
-
-Example::
+mirror image (applied by :func:`classanchor.evaluate.network_logits`). Saved in ``model.json``. Example::
 
     >>> import torch
     >>> prep = Preprocessing(size=32, channels=1, mean=(0.13,), std=(0.31,))
@@ -27,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from .augment import RESIZE_RULE, compute_mean_std, normalize_pixels, resize_pixels, to_nchw
@@ -37,11 +29,8 @@ __all__ = ["RESIZE_RULE", "Preprocessing", "resize_pixels"]
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How pixels become the network's input: side ``size`` S, ``channels`` (1 grey, 3 RGB), normalisation.
-
-    ``mean``, ``std``: per-channel normalisation in [0, 1] units (a single value broadcasts to every channel).
-    ``mirror_average``: logits = mean of the logits of the image and of its mirror image (step 3).
-    """
+    """Side ``size`` S, ``channels`` (1 grey, 3 RGB), per-channel ``mean``, ``std`` in [0, 1] units (a single
+    value broadcasts to every channel) and ``mirror_average`` (step 3)."""
 
     size: int
     channels: int
@@ -50,8 +39,7 @@ class Preprocessing:
     mirror_average: bool = False
 
     def __post_init__(self) -> None:
-        mean = tuple(float(m) for m in self.mean)
-        std = tuple(float(s) for s in self.std)
+        mean, std = tuple(map(float, self.mean)), tuple(map(float, self.std))
         if len(mean) == 1 and self.channels > 1:
             mean, std = mean * self.channels, std * self.channels
         object.__setattr__(self, "mean", mean)
@@ -69,16 +57,14 @@ class Preprocessing:
     @classmethod
     def fit(cls, images, size: int, mirror_average: bool = False) -> Preprocessing:
         """Mean and std of uint8 training images ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``."""
-        x = to_nchw(torch.as_tensor(images))
+        x = to_nchw(images)
         mean, std = compute_mean_std(x, layout="NCHW")
         return cls(size=size, channels=int(x.shape[1]), mean=mean, std=std, mirror_average=mirror_average)
 
     def pixels(self, images, layout: str | None = None) -> Tensor:
-        """uint8 ``(B, H, W)`` / ``(B, C, H, W)`` / ``(B, H, W, C)`` -> uint8 ``(B, C, S, S)`` (step 1).
-
-        The images must already have this model's channels (file decoding converts modes).
-        """
-        x = to_nchw(torch.as_tensor(images), layout)
+        """uint8 ``(B, H, W)`` / ``(B, C, H, W)`` / ``(B, H, W, C)`` with this model's channels -> uint8
+        ``(B, C, S, S)`` (step 1)."""
+        x = to_nchw(images, layout)
         if x.shape[1] != self.channels:
             raise ValueError(f"images have {x.shape[1]} channel(s), this model takes {self.channels}; "
                              "decode them with classanchor.data.decode (it converts grey and colour) or "

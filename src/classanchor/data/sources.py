@@ -1,13 +1,9 @@
 """Where image files come from: :class:`FileSource` for folders, zips and single files; the image suffixes.
 
-A source is a folder (every file below it), a zip or a folder inside one written as one path
-(``photos.zip/photos/train``), or one file (``cat.jpg``, ``photos.zip/photos/cat.jpg``). Names are posix paths
-relative to the source; hidden files (a part starting with ``.``, ``__MACOSX/``) are never listed. Zip entries
-whose name is absolute or has a ``..`` part would point outside the archive: they are never read and are
-listed in :attr:`FileSource.skipped`. :func:`expand_paths` turns paths given by a person into the image files
-to read and the entries skipped, with the reason (``classanchor predict``).
-
-Example::
+A source is a folder, a zip or a folder inside one (``photos.zip/photos/train``), or one file (``cat.jpg``,
+``photos.zip/photos/cat.jpg``). Names are posix paths relative to the source; hidden files (a part starting
+with ``.``, ``__MACOSX/``) are never listed. Zip entries whose name is absolute or has a ``..`` part would
+point outside the archive: never read, listed in :attr:`FileSource.skipped`. Example::
 
     >>> import tempfile, pathlib
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -66,17 +62,13 @@ def _outside(name: str) -> bool:
     return posix.startswith("/") or bool(_DRIVE.match(posix)) or ".." in posix.split("/")
 
 
-def _is_zip(path: Path) -> bool:
-    """A file that is read as a zip: named ``*.zip``, or a zip in disguise that is not named like an image."""
-    return path.suffix.lower() == ".zip" or (not is_image_name(path.name) and zipfile.is_zipfile(path))
-
-
 def _locate(path: Path) -> tuple[Path | None, str]:
     """(zip file, inner path) for a zip or a path inside one; (None, '') for a folder or a plain file."""
     if path.is_dir():
         return None, ""
-    if path.is_file():
-        return (path, "") if _is_zip(path) else (None, "")
+    if path.is_file():  # read as a zip: named *.zip, or a zip in disguise not named like an image
+        is_zip = path.suffix.lower() == ".zip" or (not is_image_name(path.name) and zipfile.is_zipfile(path))
+        return (path, "") if is_zip else (None, "")
     for parent in path.parents:
         if parent.is_file():
             if not zipfile.is_zipfile(parent):
@@ -90,28 +82,22 @@ def _locate(path: Path) -> tuple[Path | None, str]:
 class FileSource(AbstractContextManager):
     """Read-only view of a folder, a zip, a folder inside a zip, one file inside a zip, or a plain file.
 
-    Attributes:
-        path: the folder the names are relative to (for a zip: ``archive.zip/inner``; for a single file: the
-            folder or zip folder holding it).
-        zip_path: the zip file, or None. single_file: the source holds just the one file it was opened on.
-        skipped: zip entries below this source that are never read (outside the archive), with the reason.
-
-    Use it as a context manager: a zip stays open until :meth:`close`. Reading from several threads is safe.
-    """
+    ``path``: the folder the names are relative to (``archive.zip/inner`` in a zip; for a single file, the
+    folder holding it); ``zip_path``: the zip file or None (``is_zip``); ``single_file``: it holds just the
+    file it was opened on; ``skipped``: zip entries below it outside the archive. Use it as a context manager
+    (a zip stays open until :meth:`close`); reading from several threads is safe."""
 
     def __init__(self, path: PathLike):
         given = Path(path).expanduser()
         self.zip_path, inner = _locate(given)
-        self.single_file = False
+        self.is_zip = self.zip_path is not None
+        self.single_file = not self.is_zip and given.is_file()
         self.skipped: tuple[SkippedFile, ...] = ()
         self._zip: zipfile.ZipFile | None = None
-        self._files: list[str] = []  # zip or single file: every name, sorted (folders are walked on demand)
+        self._files: list[str] = [given.name] if self.single_file else []  # zip or single file: sorted names
         self._folders: set[str] = set()  # zip: every folder path relative to the source
-        if self.zip_path is None:
-            self.prefix = ""
-            self.path = given.parent if given.is_file() else given
-            if given.is_file():
-                self.single_file, self._files = True, [given.name]
+        if not self.is_zip:
+            self.prefix, self.path = "", given.parent if self.single_file else given
             return
         try:
             self._zip = zipfile.ZipFile(self.zip_path)
@@ -149,15 +135,9 @@ class FileSource(AbstractContextManager):
             self._zip.close()
             self._zip = None
 
-    @property
-    def is_zip(self) -> bool:
-        return self.zip_path is not None
-
     def names(self, sub: str = "") -> list[str]:
-        """Every non-hidden file below folder ``sub`` (recursively), as posix paths relative to the source.
-
-        Folders list the files of a folder before its sub-folders, in name order; zips in name order.
-        """
+        """Every non-hidden file below folder ``sub`` (recursively), as posix paths relative to the source, in
+        name order (in a folder, the files of a folder before its sub-folders)."""
         start = sub.strip("/") + "/" if sub.strip("/") else ""
         if self.is_zip or self.single_file:
             lo = bisect.bisect_left(self._files, start)
@@ -181,10 +161,7 @@ class FileSource(AbstractContextManager):
         return sorted(e.name for e in os.scandir(top) if e.is_dir() and not _hidden(e.name))
 
     def exists(self, name: str) -> bool:
-        """True when the file ``name`` is in this source."""
-        if self.is_zip or self.single_file:
-            return name in self._files
-        return (self.path / name).is_file()
+        return name in self._files if self.is_zip or self.single_file else (self.path / name).is_file()
 
     def where(self, name: str) -> str:
         """The path of ``name`` to show a person: ``folder/name`` or ``archive.zip/inner/name``."""
@@ -206,7 +183,7 @@ class FileSource(AbstractContextManager):
 
     def fingerprint(self, names: Sequence[str]) -> list:
         """Cache-key part: the zip file's path, size and mtime, or those of every listed file of a folder."""
-        if self.zip_path is not None:
+        if self.is_zip:
             return file_fingerprint(self.zip_path)
         stats = [os.stat(self.path / n) for n in names]
         return [str(self.path.resolve()), list(names), [[s.st_size, s.st_mtime_ns] for s in stats]]
@@ -214,13 +191,8 @@ class FileSource(AbstractContextManager):
 
 @dataclass
 class ExpandedPaths(AbstractContextManager):
-    """The image files found in paths given by a person (:func:`expand_paths`).
-
-    Attributes:
-        files: (source, name) per image file, in the order of the paths given.
-        skipped: paths and entries not used, with the reason.
-        sources: the opened sources; :meth:`close` (or ``with``) closes them.
-    """
+    """The image files found by :func:`expand_paths`: ``files`` (source, name) in the order of the paths
+    given, ``skipped`` with the reason, and the opened ``sources``, closed by :meth:`close` (or ``with``)."""
 
     files: list[tuple[FileSource, str]] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
@@ -244,12 +216,10 @@ class ExpandedPaths(AbstractContextManager):
 
 
 def expand_paths(paths: Iterable[PathLike]) -> ExpandedPaths:
-    """Paths of files, folders, zips or parts of zips -> the image files to read and the skipped entries.
-
-    A file given by itself is tried as an image whatever its suffix (a zip is opened as a folder); inside
-    folders and zips only names with an image suffix are used, and the other files are listed as skipped, as
-    are missing paths, empty folders, unreadable zips and zip entries outside the archive.
-    """
+    """Paths of files, folders, zips or parts of zips -> the image files to read and the skipped entries. A
+    file given by itself is tried as an image whatever its suffix (a zip is opened as a folder); inside
+    folders and zips only names with an image suffix are used, the others are skipped (as are missing paths,
+    empty folders, unreadable zips and zip entries outside the archive)."""
     out = ExpandedPaths()
     for item in paths:
         path = Path(item).expanduser()

@@ -4,9 +4,7 @@ Conventions: known classes are relabelled 0..K-1 by their rank in the sorted kno
 get label -1. The train/val split is a per-class random split of the official training set (80/20;
 TinyImageNet 90/10 = 450/50 per class) fixed by a seed; test = the official test split (TinyImageNet: the
 official ``val`` folder). CIFAR+10/+50: known = CIFAR-10 classes [0, 1, 8, 9], unknown = CIFAR-100 fine
-classes taken from the CIFAR-100 *test* split.
-
-Example::
+classes taken from the CIFAR-100 *test* split. Example::
 
     >>> from classanchor.data.splits import get_trial, build_trial
     >>> trial = get_trial("MNIST", 0)
@@ -37,15 +35,10 @@ __all__ = ["BENCHMARKS", "BenchmarkSpec", "OpenSetData", "OpenSetTrial", "build_
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """One benchmark dataset of the paper.
-
-    Attributes:
-        name: the benchmark's name ("MNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet").
-        known_source: reader (``formats.load_dataset`` name) of the known classes (train and test).
-        unknown_source: reader of the unknown classes (test split only).
-        input_shape: (H, W, C) the network expects; MNIST's 28 px images are resized to 32 on the device.
-        val_fraction: share of each known class's official training images held out for validation.
-    """
+    """One benchmark dataset of the paper: the readers (``formats.load_dataset`` names) of the known classes
+    (train and test) and of the unknown classes (test split only); ``input_shape`` (H, W, C), what the network
+    expects (MNIST's 28 px images are resized to 32 on the device); ``val_fraction``, the share of each known
+    class's official training images held out for validation."""
 
     name: str
     known_source: str
@@ -82,15 +75,9 @@ def get_benchmark(name: str) -> BenchmarkSpec:
 
 @dataclass(frozen=True)
 class OpenSetTrial:
-    """One known/unknown class split of a benchmark.
-
-    Attributes:
-        dataset: benchmark name (a key of ``BENCHMARKS``).
-        trial: trial index, 0-based.
-        known, unknown: original class indices of the dataset(s), in the order of the standard splits file
-            (for CIFAR+N, ``unknown`` are CIFAR-100 fine labels).
-        openness: Eq. 12 with N_train = N_target = #known and N_test = #known + #unknown, in [0, 1).
-    """
+    """One known/unknown class split of benchmark ``dataset`` (trial index 0-based): ``known``, ``unknown``,
+    original class indices of the dataset(s) in the order of the standard splits file (for CIFAR+N, CIFAR-100
+    fine labels); ``openness``: Eq. 12 with N_train = N_target = #known, N_test = #known + #unknown."""
 
     dataset: str
     trial: int
@@ -133,8 +120,7 @@ def _splits_file() -> dict:
 def load_trials(dataset: str) -> tuple[OpenSetTrial, ...]:
     """The five standard trials of a benchmark, from the package data ``benchmark_splits.json``."""
     name = get_benchmark(dataset).name
-    return tuple(OpenSetTrial(name, i, tuple(t["known"]), tuple(t["unknown"]))
-                 for i, t in enumerate(_splits_file()[name]))
+    return tuple(OpenSetTrial(name, i, t["known"], t["unknown"]) for i, t in enumerate(_splits_file()[name]))
 
 
 def get_trial(dataset: str, trial: int) -> OpenSetTrial:
@@ -146,16 +132,10 @@ def get_trial(dataset: str, trial: int) -> OpenSetTrial:
 
 
 def relabel(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
-    """Map original labels (N,) (>= -1) to 0..K-1 by rank in ``sorted(known)``; other labels (and -1) to -1.
-
-    ``known``: the K known original classes (any order). Returns int64 (N,), via a lookup table.
-    """
+    """Map original labels (N,) (>= -1) to 0..K-1 by rank in ``sorted(known)`` (K classes >= 0, any order),
+    other labels (and -1) to -1 -> int64 (N,), via a lookup table."""
     labels = np.asarray(labels, dtype=np.int64)
     known_sorted = np.unique(np.asarray(known, dtype=np.int64))
-    if known_sorted.size and known_sorted[0] < 0:
-        raise ValueError(f"known classes must be >= 0, got {known_sorted.tolist()}.")
-    if labels.size and labels.min() < -1:
-        raise ValueError(f"labels must be >= -1, got {labels.min()}.")
     size = int(max(labels.max(initial=-1), known_sorted.max(initial=-1))) + 2
     lut = np.full(size, -1, dtype=np.int64)  # lut[-1] (the last slot) stays -1 for label -1
     lut[known_sorted] = np.arange(known_sorted.size)
@@ -163,17 +143,12 @@ def relabel(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
 
 
 def train_val_split(labels: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class random split of sample indices (labels (N,) >= 0) into train and validation.
-
-    Each class c with n_c samples gives round(val_fraction * n_c) samples to validation, chosen by a
-    generator seeded with (seed, c), so a class's split does not depend on which other classes are present.
-    Returns (train_idx, val_idx): disjoint sorted int64 index arrays whose union is 0..N-1.
-    """
+    """Per-class random split of sample indices (labels (N,) >= 0) -> (train_idx, val_idx), disjoint sorted
+    int64 index arrays whose union is 0..N-1. Class c gives round(val_fraction * n_c) samples to validation,
+    chosen by a generator seeded with (seed, c), so its split does not depend on the other classes."""
     labels = np.asarray(labels, dtype=np.int64)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    if labels.size and labels.min() < 0:
-        raise ValueError("train_val_split needs class labels >= 0 (no unknown samples).")
     order = np.argsort(labels, kind="stable")  # grouped by class, original order within a class
     classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
     for c, lo, n in zip(classes.tolist(), starts.tolist(), counts.tolist()):  # per class, not per sample
@@ -188,15 +163,10 @@ def train_val_split(labels: np.ndarray, val_fraction: float, seed: int = 0) -> t
 class OpenSetData:
     """The arrays of one trial. Label convention: 0..K-1 known (rank in the sorted known list), -1 unknown.
 
-    Attributes:
-        trial: the trial.
-        train, val: known classes from the official training split, per-class split, labels 0..K-1.
-        test_known: known classes from the official test split, labels 0..K-1.
-        test_unknown: unknown classes from the test split, labels -1 (class_names = the known names).
-        known_names: name of relabelled class k (K,).
-        unknown_names: names of the unknown classes, in sorted class-index order.
-        unknown_labels: int64 (N_unknown,) original class index of each ``test_unknown`` image.
-    """
+    ``train``, ``val``: known classes from the official training split, per-class split; ``test_known``: known
+    classes from the official test split; ``test_unknown``: unknown classes from the test split (class_names =
+    the known names); ``unknown_names`` in sorted class-index order; ``unknown_labels``: int64 (N_unknown,)
+    original class index of each ``test_unknown`` image."""
 
     trial: OpenSetTrial
     train: ImageSet
@@ -220,8 +190,7 @@ class OpenSetData:
     def test(self) -> ImageSet:
         """test_known followed by test_unknown in one ImageSet (labels 0..K-1 and -1)."""
         return ImageSet(np.concatenate([self.test_known.images, self.test_unknown.images]),
-                        np.concatenate([self.test_known.labels, self.test_unknown.labels]),
-                        self.known_names)
+                        np.concatenate([self.test_known.labels, self.test_unknown.labels]), self.known_names)
 
 
 def _root_for(root: PathLike | Mapping[str, PathLike], source: str) -> PathLike:
@@ -235,16 +204,12 @@ def _root_for(root: PathLike | Mapping[str, PathLike], source: str) -> PathLike:
 
 def build_trial(trial: OpenSetTrial, root: PathLike | Mapping[str, PathLike], *, seed: int = 0,
                 cache_dir: PathLike | None = None, cache: bool = True, progress: bool = True) -> OpenSetData:
-    """Read the datasets of ``trial`` and build its train / val / test_known / test_unknown arrays.
+    """Read the datasets of ``trial`` and build its train / val (split seeded by ``seed``) / test arrays.
 
-    Args:
-        trial: e.g. ``get_trial("CIFAR+10", 0)``.
-        root: a folder holding the dataset files (:mod:`classanchor.data.formats`), or a mapping from
-            reader name ("mnist", "svhn", "cifar10", "cifar100", "tinyimagenet") to its folder.
-        seed: seed of the per-class train/val split.
-    Images keep their stored size (MNIST stays 28x28x1; ``OpenSetData.input_shape`` is what the network
-    expects). Only the known classes' training images are read (TinyImageNet reads no other train folders).
-    """
+    ``root``: a folder holding the dataset files (:mod:`classanchor.data.formats`), or a mapping from reader
+    name ("mnist", "svhn", "cifar10", "cifar100", "tinyimagenet") to its folder. Images keep their stored size
+    (MNIST stays 28x28x1; ``OpenSetData.input_shape`` is what the network expects). Only the known classes'
+    training images are read (TinyImageNet reads no other train folders)."""
     spec = trial.spec
     known = np.asarray(trial.known_sorted, dtype=np.int64)
     unknown = np.asarray(sorted(trial.unknown), dtype=np.int64)
@@ -252,7 +217,7 @@ def build_trial(trial: OpenSetTrial, root: PathLike | Mapping[str, PathLike], *,
     known_root = _root_for(root, spec.known_source)
 
     full_train = load_dataset(spec.known_source, known_root, "train", classes=known, **opts)
-    missing = known[np.bincount(full_train.labels, minlength=full_train.num_classes)[known] == 0]
+    missing = np.setdiff1d(known, full_train.labels)
     if missing.size:
         raise DataError(f"{spec.name} trial {trial.trial}: no training images of known class(es) "
                         f"{missing.tolist()} in {known_root}.")

@@ -1,16 +1,10 @@
 """The benchmark datasets' official formats, one module each, and :func:`load_dataset` to read one by name.
 
-Every reader returns an :class:`~classanchor.data.imageset.ImageSet` (images uint8 (N, H, W, C), labels
-int64 (N,), the dataset's ``class_names``) and raises :class:`~classanchor.data.imageset.DataError` naming
-the file and the fix. ``root`` may be the file or folder itself or a folder that holds it.
-
-- :mod:`.mnist`: the idx files; :mod:`.svhn`: the cropped-digits ``{split}_32x32.mat``;
-- :mod:`.cifar`: CIFAR-10 / -100, python version (tar.gz or extracted) or an image-folder tree / zip;
-- :mod:`.tinyimagenet`: ``tiny-imagenet-200`` as a folder or zip (``split='test'`` = its ``val`` folder);
-- :mod:`.image_folder`: ``[<split>/]<class name>/<image>`` trees (folder or zip) with a fixed class list.
-
-Image files are read through :class:`~classanchor.data.sources.FileSource` and decoded with
-``on_error="raise"`` (a bad file stops the read); decoded arrays are cached by :mod:`classanchor.data.cache`.
+Every reader returns an :class:`~classanchor.data.imageset.ImageSet` (the dataset's ``class_names``), raises
+:class:`~classanchor.data.imageset.DataError` naming the file and the fix (image files are decoded with
+``on_error="raise"``) and caches the decoded arrays (:mod:`classanchor.data.cache`). ``root`` may be the
+file or folder itself or a folder that holds it. Modules: :mod:`.mnist`, :mod:`.svhn`, :mod:`.cifar`
+(CIFAR-10 / -100), :mod:`.tinyimagenet` and :mod:`.image_folder` (image-folder copies of a dataset).
 """
 
 from __future__ import annotations
@@ -32,14 +26,9 @@ DATASETS: tuple[str, ...] = ("mnist", "svhn", "cifar10", "cifar100", "tinyimagen
 def load_dataset(name: str, root: PathLike, split: str = "train",
                  classes: Iterable[int | str] | None = None, *, cache_dir: PathLike | None = None,
                  cache: bool = True, progress: bool = True) -> ImageSet:
-    """Read a dataset by name from the files found in ``root`` (layouts: the module docstring).
-
-    Args:
-        name: one of ``DATASETS`` (case and punctuation ignored: "CIFAR-10", "tiny-imagenet-200" work).
-        split: "train" or "test" (TinyImageNet "test" = its official val folder).
-        classes: keep only these class indices (or names); labels keep their original values.
-    Returns an ImageSet with images uint8 (N, H, W, C).
-    """
+    """Read dataset ``name`` (one of ``DATASETS``; case and punctuation ignored: "CIFAR-10", "tiny-imagenet")
+    from ``root``; ``split`` "train" or "test" (TinyImageNet: its official val folder); ``classes``: keep
+    only these class indices (or names), labels keep their original values."""
     key = "".join(ch for ch in name.lower() if ch.isalnum())
     dataset = "tinyimagenet" if key == "tinyimagenet200" else key
     options = {"cache_dir": cache_dir, "cache": cache}

@@ -13,7 +13,6 @@ REDOWNLOAD = "the file is truncated or corrupt: download it again"
 
 
 def check_split(split: str, allowed: Iterable[str], dataset: str) -> None:
-    """ValueError naming the allowed splits when ``split`` is not one of them."""
     allowed = tuple(allowed)
     if split not in allowed:
         raise ValueError(f"{dataset}: split must be one of {allowed}, got {split!r}.")
@@ -29,10 +28,9 @@ def check_root(root: PathLike, dataset: str) -> Path:
 
 def find_file(names: Sequence[str], dirs: Sequence[Path], what: str, fix: str) -> Path:
     """The first file ``dir / name`` (dirs in order, then names); DataError listing what was tried."""
-    for d in dirs:
-        for name in names:
-            if (d / name).is_file():
-                return d / name
+    found = next((d / name for d in dirs for name in names if (d / name).is_file()), None)
+    if found is not None:
+        return found
     raise DataError(f"{what} not found: looked for {', '.join(names)} in {', '.join(str(d) for d in dirs)}. "
                     f"{fix}.")
 
@@ -56,17 +54,14 @@ def class_indices(classes: Iterable[int | str], class_names: Sequence[str], data
     index = {name: i for i, name in enumerate(class_names)}
     out = []
     for c in classes:
-        if isinstance(c, str):
-            if c not in index:
-                more = ", ..." if len(class_names) > 20 else ""
-                raise DataError(f"{dataset}: unknown {noun} {c!r}; the {len(class_names)} valid {noun}s are "
-                                f"{', '.join(class_names[:20])}{more}.")
-            out.append(index[c])
-        else:
-            i = int(c)
-            if not 0 <= i < len(class_names):
-                raise DataError(f"{dataset}: class index {i} out of range 0..{len(class_names) - 1}.")
-            out.append(i)
+        if isinstance(c, str) and c not in index:
+            more = ", ..." if len(class_names) > 20 else ""
+            raise DataError(f"{dataset}: unknown {noun} {c!r}; the {len(class_names)} valid {noun}s are "
+                            f"{', '.join(class_names[:20])}{more}.")
+        i = index[c] if isinstance(c, str) else int(c)
+        if not 0 <= i < len(class_names):
+            raise DataError(f"{dataset}: class index {i} out of range 0..{len(class_names) - 1}.")
+        out.append(i)
     return np.unique(np.asarray(out, dtype=np.int64))
 
 

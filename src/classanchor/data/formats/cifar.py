@@ -27,22 +27,18 @@ from .image_folder import read_image_folder
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "read_cifar10", "read_cifar100"]
 
-CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-CIFAR100_CLASSES: tuple[str, ...] = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle",
-    "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
-    "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon",
-    "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail",
-    "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
-    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
-    "willow_tree", "wolf", "woman", "worm",
-)  # fmt: skip
+CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                    "ship", "truck")
+CIFAR100_CLASSES: tuple[str, ...] = tuple((
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
+    "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
+    "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid "
+    "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray "
+    "road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar "
+    "sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle "
+    "wardrobe whale willow_tree wolf woman worm"
+).split())
 
 
 @dataclass(frozen=True)
@@ -50,8 +46,7 @@ class _CifarLayout:
     title: str
     folder: str  # extracted python version
     tar: str  # official python archive
-    images_zip: str  # image-folder zip
-    images_folder: str
+    images_folder: str  # image-folder copy, also as <images_folder>.zip
     batches: dict  # split -> member names
     meta: str
     label_key: str
@@ -60,23 +55,19 @@ class _CifarLayout:
 
 
 _CIFAR = {
-    "cifar10": _CifarLayout("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
-                            "CIFAR-10-images.zip", "CIFAR-10-images",
+    "cifar10": _CifarLayout("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz", "CIFAR-10-images",
                             {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
                             "batches.meta", "labels", "label_names", CIFAR10_CLASSES),
-    "cifar100": _CifarLayout("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz",
-                             "CIFAR-100-images.zip", "CIFAR-100-images",
+    "cifar100": _CifarLayout("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz", "CIFAR-100-images",
                              {"train": ("train",), "test": ("test",)},
                              "meta", "fine_labels", "fine_label_names", CIFAR100_CLASSES),
 }
 
 
 class _SafeUnpickler(pickle._Unpickler):
-    """Unpickler that only rebuilds the numpy arrays found in the official CIFAR pickles.
-
-    It is the pure-Python unpickler: its memo is a dict, whereas the C one allocates and zeroes a table as
-    long as the largest memo index, so one flipped opcode (``LONG_BINPUT 1476487305``) made it claim 23 GB.
-    """
+    """Unpickler that only rebuilds the numpy arrays found in the official CIFAR pickles. The pure-Python one:
+    its memo is a dict, whereas the C one allocates and zeroes a table as long as the largest memo index, so
+    one flipped opcode (``LONG_BINPUT 1476487305``) made it claim 23 GB."""
 
     _ALLOWED: ClassVar[frozenset] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -148,9 +139,8 @@ def _read_blobs(layout: _CifarLayout, kind: str, path: Path, split: str) -> dict
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
-                base = posixpath.basename(member.name)
-                if member.isfile() and base in wanted and posixpath.basename(
-                        posixpath.dirname(member.name)) == layout.folder:
+                parent, base = posixpath.split(member.name)
+                if member.isfile() and base in wanted and posixpath.basename(parent) == layout.folder:
                     blobs[base] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); {REDOWNLOAD}.") from e
@@ -172,30 +162,26 @@ def _locate_cifar(layout: _CifarLayout, root: Path) -> tuple[str, Path]:
         raise DataError(f"{root}: not a {layout.title} file; expected {layout.tar} or an image-folder zip.")
     if (root / layout.batches["test"][0]).is_file() and (root / layout.meta).is_file():
         return "pickle-dir", root
-    candidates = [("pickle-dir", root / layout.folder), ("pickle-tar", root / layout.tar),
-                  ("images", root / layout.images_zip), ("images", root / layout.images_folder)]
-    for kind, path in candidates:
-        if path.exists():
-            return kind, path
+    for kind, name in [("pickle-dir", layout.folder), ("pickle-tar", layout.tar),
+                       ("images", f"{layout.images_folder}.zip"), ("images", layout.images_folder)]:
+        if (root / name).exists():
+            return kind, root / name
     if (root / "train").is_dir() or (root / "test").is_dir():
         return "images", root
     raise DataError(f"no {layout.title} data found in {root}: looked for {layout.folder}/ (python batches), "
-                    f"{layout.tar}, {layout.images_zip}, {layout.images_folder}/ (image folders), or "
+                    f"{layout.tar}, {layout.images_folder}.zip, {layout.images_folder}/ (image folders), or "
                     f"train/ and test/ class folders.")
 
 
 def _read_cifar(variant: str, root: PathLike, split: str, cache_dir, cache, progress) -> ImageSet:
     layout = _CIFAR[variant]
     check_split(split, ("train", "test"), layout.title)
-    root = check_root(root, layout.title)
-    kind, path = _locate_cifar(layout, root)
+    kind, path = _locate_cifar(layout, check_root(root, layout.title))
     if kind == "images":
         return read_image_folder(path, split, layout.classes, image_size=(32, 32), channels=3,
                                  cache_dir=cache_dir, cache=cache, progress=progress, name=variant)
-    if kind == "pickle-tar":
-        files = [path]
-    else:
-        files = [path / m for m in (*layout.batches[split], layout.meta) if (path / m).is_file()]
+    wanted = (*layout.batches[split], layout.meta)
+    files = [path] if kind == "pickle-tar" else [path / m for m in wanted if (path / m).is_file()]
 
     def build() -> ImageSet:
         return _cifar_from_pickles(layout, _read_blobs(layout, kind, path, split), split, str(path))
@@ -206,18 +192,13 @@ def _read_cifar(variant: str, root: PathLike, split: str, cache_dir, cache, prog
 
 def read_cifar10(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
                  cache: bool = True, progress: bool = True) -> ImageSet:
-    """CIFAR-10 from the python version (tar.gz or extracted folder) or an image-folder tree / zip.
-
-    Returns images uint8 (N, 32, 32, 3) RGB and labels 0-9 in the official order (airplane ... truck);
-    N = 50000 train, 10000 test.
-    """
+    """CIFAR-10: images uint8 (N, 32, 32, 3) RGB, labels 0-9 in the official order (airplane ... truck);
+    N = 50000 train, 10000 test."""
     return _read_cifar("cifar10", root, split, cache_dir, cache, progress)
 
 
 def read_cifar100(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
                   cache: bool = True, progress: bool = True) -> ImageSet:
-    """CIFAR-100 (fine labels 0-99, official order) from the python version or an image-folder tree / zip.
-
-    Returns images uint8 (N, 32, 32, 3) RGB; N = 50000 train, 10000 test.
-    """
+    """CIFAR-100: images uint8 (N, 32, 32, 3) RGB, fine labels 0-99 in the official order; N = 50000 train,
+    10000 test."""
     return _read_cifar("cifar100", root, split, cache_dir, cache, progress)

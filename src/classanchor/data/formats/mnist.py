@@ -18,10 +18,9 @@ MNIST_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 _PREFIX = {"train": "train", "test": "t10k"}
 
 
-def _find_file(root: Path, split: str, kind: str) -> Path:
-    """The idx file of ``kind`` 'images' (idx3) or 'labels' (idx1), gzipped or not."""
+def _find_file(root: Path, split: str, kind: str, ext: str) -> Path:
+    """The idx file of ``kind`` ('images' idx3 or 'labels' idx1), gzipped or not."""
     stem = f"{_PREFIX[split]}-{kind}"
-    ext = {"images": "idx3", "labels": "idx1"}[kind]
     names = [f"{stem}-{ext}-ubyte.gz", f"{stem}-{ext}-ubyte", f"{stem}.{ext}-ubyte.gz", f"{stem}.{ext}-ubyte"]
     dirs = [root, root / "MNIST" / "raw", root / "raw", root / "MNIST"]
     return find_file(names, dirs, f"MNIST {split} {kind}",
@@ -38,8 +37,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
             raise DataError(f"{path}: broken gzip file ({e}); {REDOWNLOAD}.") from e
     header = 4 + 4 * ndim
     if len(raw) < header or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
-        magic = raw[:4].hex() if len(raw) >= 4 else raw.hex()
-        raise DataError(f"{path}: not an idx{ndim} file of unsigned bytes (magic 0x{magic}, expected "
+        raise DataError(f"{path}: not an idx{ndim} file of unsigned bytes (magic 0x{raw[:4].hex()}, expected "
                         f"0x0000080{ndim}); {REDOWNLOAD}.")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
     expected = header + int(np.prod(dims, dtype=np.int64))
@@ -51,13 +49,11 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def read_mnist(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
                cache: bool = True) -> ImageSet:
-    """MNIST from the official idx files (gzipped or not) in ``root`` or ``root/MNIST/raw`` (torchvision's).
-
-    Returns images uint8 (N, 28, 28, 1) and labels 0-9 (N = 60000 train, 10000 test).
-    """
+    """MNIST from the official idx files (gzipped or not) in ``root`` or ``root/MNIST/raw`` (torchvision's):
+    images uint8 (N, 28, 28, 1) and labels 0-9 (N = 60000 train, 10000 test)."""
     check_split(split, _PREFIX, "MNIST")
     root = check_root(root, "MNIST")
-    img_path, lab_path = _find_file(root, split, "images"), _find_file(root, split, "labels")
+    img_path, lab_path = _find_file(root, split, "images", "idx3"), _find_file(root, split, "labels", "idx1")
 
     def build() -> ImageSet:
         images, labels = _read_idx(img_path, 3), _read_idx(lab_path, 1)

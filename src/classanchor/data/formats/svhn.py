@@ -15,11 +15,8 @@ SVHN_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 def read_svhn(root: PathLike, split: str = "train", *, cache_dir: PathLike | None = None,
               cache: bool = True) -> ImageSet:
-    """SVHN (cropped digits) from the official ``{split}_32x32.mat`` (MATLAB v5) files.
-
-    ``root``: the .mat file, or a folder holding it (directly or in ``SVHN/`` or ``svhn/``).
-    Returns images uint8 (N, 32, 32, 3) and labels 0-9 (the file's label 10 = digit 0).
-    """
+    """SVHN from ``root``, the .mat file or a folder holding it (directly or in ``SVHN/`` or ``svhn/``):
+    images uint8 (N, 32, 32, 3) and labels 0-9 (the file's label 10 = digit 0)."""
     check_split(split, ("train", "test", "extra"), "SVHN")
     path = check_root(root, "SVHN")
     name = f"{split}_32x32.mat"
@@ -46,7 +43,6 @@ def read_svhn(root: PathLike, split: str = "train", *, cache_dir: PathLike | Non
         if labels.size and (labels.min() < 0 or labels.max() > 10):
             raise DataError(f"{path}: labels must be 1-10 (10 = digit 0), found {labels.min()}..."
                             f"{labels.max()}; {REDOWNLOAD}.")
-        images = np.ascontiguousarray(x.transpose(3, 0, 1, 2))
-        return ImageSet(images, labels % 10, SVHN_CLASSES)
+        return ImageSet(np.ascontiguousarray(x.transpose(3, 0, 1, 2)), labels % 10, SVHN_CLASSES)
 
     return cached("svhn", {"split": split, "files": [file_fingerprint(path)]}, build, cache_dir, cache)

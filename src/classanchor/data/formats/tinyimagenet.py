@@ -93,8 +93,7 @@ class _Tiny:
         if any(len(r) < 2 for r in rows):
             raise DataError(f"{where}: lines must be '<file>\\t<wnid>\\t...'; {REDOWNLOAD}.")
         names = [f"{self.prefix}val/images/{r[0].strip()}" for r in rows]
-        labels = labels_from_names(np.array([r[1].strip() for r in rows]), self.wnids, where)
-        return names, labels
+        return names, labels_from_names(np.array([r[1].strip() for r in rows]), self.wnids, where)
 
 
 def tinyimagenet_classes(root: PathLike) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -107,16 +106,13 @@ def tinyimagenet_classes(root: PathLike) -> tuple[tuple[str, ...], tuple[str, ..
 def read_tinyimagenet(root: PathLike, split: str = "train", classes: Iterable[int | str] | None = None, *,
                       cache_dir: PathLike | None = None, cache: bool = True,
                       progress: bool = True) -> ImageSet:
-    """TinyImageNet from the official ``tiny-imagenet-200`` layout (a folder or its zip).
+    """TinyImageNet: images uint8 (N, 64, 64, 3) RGB (grey JPEGs are converted), labels 0-199, class_names
+    the words.txt names of all classes. Train images are cached per class, val images all together.
 
-    Args:
-        split: "train" (``train/<wnid>/images``) or "val" (``val/images`` + ``val_annotations.txt``);
-            "test" is a synonym of "val" (the benchmark's test split).
-        classes: class indices (rank of the wnid in sorted order, 0-199) or wnids to read; None = all.
-            Train images are read only for these classes, so the other train folders may be absent.
-    Returns images uint8 (N, 64, 64, 3) RGB (grey JPEGs are converted), labels 0-199; class_names are the
-    words.txt names of all classes. Train images are cached per class, val images all together.
-    """
+    ``split``: "train" (``train/<wnid>/images``) or "val" (``val/images`` + ``val_annotations.txt``), "test"
+    a synonym of "val" (the benchmark's test split). ``classes``: class indices (rank of the wnid in sorted
+    order, 0-199) or wnids to read (None = all); only their train images are read, so the other train
+    folders may be absent."""
     check_split(split, ("train", "val", "test"), "TinyImageNet")
     split = "train" if split == "train" else "val"
     classes = None if classes is None else list(classes)
@@ -129,8 +125,7 @@ def read_tinyimagenet(root: PathLike, split: str = "train", classes: Iterable[in
     with tiny.files:
         wanted = (np.arange(len(tiny.wnids)) if classes is None
                   else class_indices(classes, tiny.wnids, "TinyImageNet", noun="wnid"))
-        read = _read_train if split == "train" else _read_val
-        return read(tiny, wanted, cache_dir, cache, progress)
+        return (_read_train if split == "train" else _read_val)(tiny, wanted, cache_dir, cache, progress)
 
 
 def _key(split: str, source: list, cls: int | None = None) -> dict:
