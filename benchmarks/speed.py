@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from classanchor import CACNet, get_method
-from classanchor.data.augment import AugmentSpec, reference_sample_params
+from classanchor.data.augment import AugmentSpec
 from classanchor.data.loader import DeviceLoader
 from classanchor.data.preprocess import Preprocessing
 from classanchor.evaluate import network_logits
@@ -73,11 +73,33 @@ CASES = {
 
 
 # ------------------------------------------------------------------ (c) conventional per-sample pipeline
+def reference_sample_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                            generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
+    """ONE crop box (top, left, h, w), drawn as torchvision's ``RandomResizedCrop.get_params`` draws it: up
+    to 10 tries of area fraction ~ U(scale), log aspect ~ U(log ratio), then the centred crop of the clamped
+    ratio. tests/data/test_augment.py checks the library's batched sampler against this one."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            i = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            j = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return i, j, h, w
+    in_ratio = width / height  # fallback: the whole image, its aspect ratio clamped into ``ratio``
+    h, w = ((round(width / min(ratio)), width) if in_ratio < min(ratio) else
+            (height, round(height * max(ratio))) if in_ratio > max(ratio) else (height, width))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
 class PerSampleImages(Dataset):
     """Research-code style: one image per ``__getitem__``, transformed with torch ops on that single image.
 
-    Train: Resize(S) -> RandomResizedCrop(S, scale=(scale_min, 1)) (box drawn by the library's per-sample
-    reference sampler) -> flip -> RandomRotation (affine grid + nearest ``grid_sample``, fill 0) -> Normalize.
+    Train: Resize(S) -> RandomResizedCrop(S, scale=(scale_min, 1)) (box drawn by :func:`reference_sample_params`)
+    -> flip -> RandomRotation (affine grid + nearest ``grid_sample``, fill 0) -> Normalize.
     Eval: Resize(S) -> Normalize.
     """
 

@@ -55,10 +55,8 @@ PUBLISHED: dict[str, dict[str, tuple[float | None, float]]] = {
 @dataclass(frozen=True)
 class RunSettings:
     """The options of the benchmark and the studies: dataset, data folder, run folder, trials, how to train.
-
     ``recipe``, ``epochs_scale``, ``seed``, ``backbone`` (None: the recipe's), ``backbone_kwargs`` and
-    ``precision`` decide what a job folder holds; ``device``, ``compile`` and ``eval_batch_size`` do not.
-    """
+    ``precision`` decide what a job folder holds; ``device``, ``compile`` and ``eval_batch_size`` do not."""
 
     dataset: str
     data_root: str
@@ -95,10 +93,8 @@ def job_name(method: Method) -> str:
 def run_job(data: OpenSetData, recipe: Recipe, method: Method, job_dir: Path, config: RunSettings,
             progress: bool = True) -> dict:
     """Fit and evaluate one method on one trial with ``config`` (resumable); returns ``result.json``'s contents.
-
     :func:`classanchor.pipeline.fit_open_set` trains and calibrates; the model's :meth:`evaluate` measures
-    every open-set metric on the trial's test images once.
-    """
+    every open-set metric on the trial's test images once."""
     result_path = job_dir / "result.json"
     if result_path.exists():
         return read_json(result_path)
@@ -208,11 +204,9 @@ def _train(config: RunSettings, dataset: str, trial: int, method: Method, recipe
 def train_missing(config: RunSettings, dataset: str, recipe: Recipe, jobs: list[tuple[int, Method]],
                   out: str | Path, executor=None, progress: bool = True) -> None:
     """Train every (trial, method) of ``jobs`` without a ``result.json`` in the run folder ``out`` on ``executor``.
-
     ``executor``: from :func:`classanchor.executors.make_executor` (default: in this process). Paths are made
     absolute for Ray workers with another working folder. Under torchrun every process takes part in each
-    training (the unfinished jobs are fixed before the first one starts) and only rank 0 writes.
-    """
+    training (the unfinished jobs are fixed before the first one starts) and only rank 0 writes."""
     executor = executor or InProcess()
     out = Path(out).resolve()
     show = progress and executor.in_process and distributed.is_main()
@@ -234,12 +228,10 @@ def _methods(config: BenchmarkConfig, names) -> list[Method]:
 
 def run_benchmark(config: BenchmarkConfig, progress: bool = True, executor=None) -> tuple[list[dict], str]:
     """Run every (trial, method) of ``config`` not yet done; write results.json and table.md.
-
     Every input is checked before the run folder is touched (dataset, recipe, methods, device, precision, the
     backbone and its arguments, the first trial's data files), so a mistyped command leaves no config.json
     behind that would refuse the corrected one. ``executor`` runs the trainings (:func:`train_missing`); under
-    torchrun only rank 0 writes, and the other ranks return ``([], "")``.
-    """
+    torchrun only rank 0 writes, and the other ranks return ``([], "")``."""
     dataset = get_benchmark(config.dataset).name
     full = get_recipe(dataset, config.recipe)
     recipe = full.scaled(config.epochs_scale)

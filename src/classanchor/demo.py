@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 from .data.imageset import ImageSet
+from .data.splits import relabel
 from .evaluate import SCORE_LABELS, aggregate_reports
 from .io import RunFolder, write_json, write_text
 from .methods import get_method
@@ -48,9 +49,7 @@ def digits_open_set_split(seed: int, n_known: int):
     images = np.rint(images.reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)
     rng = np.random.default_rng(seed)
     known = np.sort(rng.permutation(10)[:n_known])
-    lookup = np.full(10, -1)
-    lookup[known] = np.arange(n_known)
-    labels = lookup[digits]
+    labels = relabel(digits, known)  # 0..K-1 known, -1 unknown
     order = rng.permutation(len(digits))
     n_test = len(digits) // 3
     test, rest = order[:n_test], order[n_test:]

@@ -52,10 +52,8 @@ def is_main() -> bool:
 @contextlib.contextmanager
 def session(device: torch.device) -> Iterator[None]:
     """Join torchrun's process group for the block (NCCL on GPU ``LOCAL_RANK``, gloo on CPU), then leave it.
-
     Joining waits for every rank, so the jobs each rank found unfinished are fixed before any of them writes.
-    Outside torchrun, or when a group exists already: nothing.
-    """
+    Outside torchrun, or when a group exists already: nothing."""
     if not launched() or dist.is_initialized():
         yield
         return
@@ -78,12 +76,10 @@ def sum_over_ranks(*values) -> list[torch.Tensor]:
 
 
 class ShardedLoader:
-    """This rank's slice of every global batch of ``loader`` (a :class:`~classanchor.data.loader.DeviceLoader`).
-
-    Yields rank r's part of ``tensor_split(batch, world)``; ``loss_scale`` is then ``len(y) * world /
-    len(batch)`` (makes DDP's average of the ranks' mean losses the global batch's mean). Each epoch seeds
-    this rank's torch RNG (dropout) from (loader seed, epoch, rank): independent streams, the same on resume.
-    """
+    """This rank's part of ``tensor_split(batch, world)`` of every global batch of ``loader`` (a
+    :class:`~classanchor.data.loader.DeviceLoader`); ``loss_scale`` is then ``len(y) * world / len(batch)``
+    (makes DDP's average of the ranks' mean losses the global batch's mean). Each epoch seeds this rank's
+    torch RNG (dropout) from (loader seed, epoch, rank): independent streams, the same on resume."""
 
     def __init__(self, loader) -> None:
         self.loader, self.rank, self.world, self.loss_scale = loader, rank(), world_size(), 1.0
@@ -121,9 +117,7 @@ class _AllSum(torch.autograd.Function):
 
 def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """Batch norm of ``x`` (B, C, ...) in float32 with the mean and variance of the global batch (all ranks).
-
-    Two passes (mean, then mean squared deviation) as torch's kernel; the running variance is unbiased.
-    """
+    Two passes (mean, then mean squared deviation) as torch's kernel; the running variance is unbiased."""
     if not self.training:
         return type(self).forward(self, x)
     x = x.float()
@@ -143,11 +137,9 @@ def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
 
 
 def data_parallel(net: nn.Module) -> nn.Module:
-    """``net`` in ``DistributedDataParallel``, its batch norm layers normalising over the global batch.
-
-    The layers keep their class, parameters and buffers (undo with :func:`plain_batch_norm`). Buffers are not
-    broadcast: the global statistics are the same on every rank.
-    """
+    """``net`` in ``DistributedDataParallel``, its batch norm layers normalising over the global batch. The
+    layers keep their class, parameters and buffers (undo with :func:`plain_batch_norm`). Buffers are not
+    broadcast: the global statistics are the same on every rank."""
     for module in net.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.forward = types.MethodType(_global_batch_norm, module)

@@ -1,10 +1,8 @@
 """Where independent jobs run: one after another in this process (default), or as tasks on a Ray cluster.
 
-A :class:`Job` is ``function(*args)`` with a name: the benchmark and the studies hand each unfinished
-training to an executor as one job, which writes its own job folder atomically wherever it runs. Ray
-(``pip install classanchor[ray]``) is imported only when :class:`RayExecutor` runs jobs. See docs/scale.md.
-
-Example::
+A :class:`Job` is ``function(*args)`` with a name: the benchmark and the studies hand each unfinished training
+to an executor as one job, which writes its own job folder atomically wherever it runs. Ray is imported only
+when :class:`RayExecutor` runs jobs (``pip install classanchor[ray]``). See docs/scale.md. Example::
 
     >>> InProcess().run([Job("a", abs, (-2,)), Job("b", max, (1, 3))], progress=False)
     [2, 3]
@@ -81,13 +79,11 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class RayExecutor:
-    """Each job is a Ray task asking for ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs.
-
-    ``address``: a running cluster (``host:6379``, ``ray://host:10001`` or ``auto``); ``None`` starts Ray on
-    this machine and stops it afterwards (a Ray instance this process started already is used as it is). A
-    job that raises, or whose worker dies, runs again up to ``max_retries`` times; one that still fails is
-    reported with its traceback while the others go on, and :class:`JobsFailed` names them all at the end.
-    """
+    """Each job is a Ray task asking for ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs. ``address``: a
+    running cluster (``host:6379``, ``ray://host:10001`` or ``auto``); ``None`` starts Ray on this machine and
+    stops it afterwards (a Ray instance this process started already is used as it is). A job that raises, or
+    whose worker dies, runs again up to ``max_retries`` times; one that still fails is reported with its
+    traceback while the others go on, and :class:`JobsFailed` names them all at the end."""
 
     in_process = False
 

@@ -23,7 +23,10 @@ from .predictor import OpenSetPredictor, evaluation_report
 from .recipes import Recipe, get_recipe
 from .train import PRECISIONS, Stage
 
-__all__ = ["FolderTrainConfig", "train_on_folder", "user_recipe"]
+__all__ = ["USER_RECIPES", "FolderTrainConfig", "train_on_folder", "user_recipe"]
+
+#: The recipes ``classanchor train`` offers (:func:`user_recipe`); the first is the default.
+USER_RECIPES = ("fast", "paper")
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,18 @@ class FolderTrainConfig:
         data: the image folder / zip / ``archive.zip/inner/folder`` (one sub-folder per class).
         out: the run folder (config.json, data.json, state.pt, history.json, model/, metrics.json).
         known, unknown: class folder names; known None = every class not in ``unknown``.
-        epochs: total epochs (stage 1 at ``lr`` for the first 3/4, stage 2 at ``lr / 10``; paper 150 + 50).
+        recipe: ``"fast"`` (default: resnet9, one one-cycle stage) or ``"paper"`` (classifier32, two
+            stages), from CIFAR10's recipes (:func:`user_recipe`). epochs, lr: None = the recipe's (fast 15
+            epochs, peak lr 0.05; paper 30 epochs, lr 0.01).
         image_size, channels: every image becomes S x S pixels (classifier32: a multiple of 8) with 1 or 3
             channels (None: 1 if every image is grey).
-        backbone, backbone_kwargs: ``models.registry`` name and arguments (classifier32: dropout 0.2 unless
-            given). accept_rate / threshold: share of known validation images accepted, or a fixed threshold.
+        backbone, backbone_kwargs: ``models.registry`` name and arguments (None: the recipe's;
+            classifier32: dropout 0.2 unless given). accept_rate / threshold: share of known validation
+            images accepted, or a fixed threshold.
         val_fraction, test_fraction, max_per_class: per-class shares of each known class for validation and
             the test metrics; at most this many images per class (seeded subset) for quick runs.
         flip: random horizontal flips and mirrored copies in the anchor fit (off for e.g. text).
-        batch_size, lr, seed: SGD batch size, stage-1 learning rate; seed of split, weights and augmentation.
+        batch_size, seed: SGD batch size; seed of split, weights and augmentation.
         device, precision: 'auto', 'cpu', 'cuda', ...; training precision 'auto', 'float32' or 'bf16'.
     """
 
@@ -50,10 +56,11 @@ class FolderTrainConfig:
     out: str
     known: tuple[str, ...] | None = None
     unknown: tuple[str, ...] = ()
-    epochs: int = 30
+    recipe: str = "fast"
+    epochs: int | None = None
     image_size: int = 32
     channels: int | None = None
-    backbone: str | None = None  # None: the recipe's (classifier32)
+    backbone: str | None = None
     backbone_kwargs: dict = field(default_factory=dict)
     accept_rate: float = ACCEPT_RATE
     threshold: float | None = None
@@ -61,14 +68,16 @@ class FolderTrainConfig:
     test_fraction: float = 0.2
     max_per_class: int | None = None
     batch_size: int = 128
-    lr: float = 0.01
+    lr: float | None = None
     flip: bool = True
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
+        if self.recipe not in USER_RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(USER_RECIPES)}, got {self.recipe!r}.")
+        if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}.")
@@ -78,23 +87,33 @@ class FolderTrainConfig:
             raise ValueError(f"threshold must be a finite number, got {self.threshold}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
-        if self.backbone in (None, "classifier32") and (self.image_size % 8 or self.image_size < 8):
+        if (self.backbone or get_recipe("CIFAR10", self.recipe).backbone) == "classifier32" and (
+                self.image_size % 8 or self.image_size < 8):
             raise ValueError(f"classifier32 needs an image size that is a multiple of 8 (e.g. 32 or 64), got "
                              f"{self.image_size}.")
 
 
-def user_recipe(epochs: int = 30, image_size: int = 32, batch_size: int = 128, lr: float = 0.01,
-                flip: bool = True) -> Recipe:
-    """The default recipe for your own images: the paper's CIFAR10 recipe with ``epochs`` instead of 150 + 50.
-    From CIFAR10's (paper Table 4 + reference code): SGD momentum 0.9, weight decay 5e-6, batch 128,
-    RandomResizedCrop scale 0.8-1, flip 0.5, rotation 10 degrees, dropout 0.2, anchors also fitted on
-    mirrored images. Stage 1 = the first ``max(1, floor(3/4 epochs))`` epochs at ``lr``, stage 2 = the rest
-    at ``lr / 10`` (restarting from stage 1's best checkpoint), as 150 + 50 in the paper."""
-    base = get_recipe("CIFAR10")
-    first = max(1, (3 * epochs) // 4)
-    stages = (Stage(first, lr),) + ((Stage(epochs - first, lr / 10),) if epochs > first else ())
-    return replace(base, dataset="user images", name="default", stages=stages, batch_size=batch_size,
-                   image_size=image_size, flip_p=base.flip_p if flip else 0.0, flip_anchor_fit=flip)
+def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int = 32, batch_size: int = 128,
+                lr: float | None = None, flip: bool = True) -> Recipe:
+    """The recipe for your own images: CIFAR10's recipe ``name`` (augmentation: RandomResizedCrop scale 0.8-1,
+    flip 0.5, rotation 10 degrees) at ``image_size``, without flips when ``flip`` is False.
+
+    ``fast`` (default; docs/own-images.md): resnet9 width 32, one one-cycle stage of ``epochs`` (default 15)
+    to peak ``lr`` (default 0.05), Nesterov, weight decay 5e-4, test-time mirror averaging. ``paper``:
+    classifier32 (dropout 0.2), weight decay 5e-6, ``epochs`` (default 30) instead of 150 + 50: stage 1 = the
+    first ``max(1, floor(3/4 epochs))`` at ``lr`` (default 0.01), stage 2 = the rest at ``lr / 10`` from stage
+    1's best checkpoint, anchors also fitted on mirrored images."""
+    base = get_recipe("CIFAR10", name)
+    lr = base.stages[0].lr if lr is None else lr
+    if name == "paper":
+        epochs = epochs or 30
+        first = max(1, (3 * epochs) // 4)
+        stages = (Stage(first, lr),) + ((Stage(epochs - first, lr / 10),) if epochs > first else ())
+    else:
+        stages = (replace(base.stages[0], epochs=epochs or base.total_epochs, lr=lr),)
+    return replace(base, dataset="user images", stages=stages, batch_size=batch_size, image_size=image_size,
+                   flip_p=base.flip_p if flip else 0.0, flip_anchor_fit=flip and base.flip_anchor_fit,
+                   test_time_flip=flip and base.test_time_flip)
 
 
 def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tuple[OpenSetPredictor, dict]:
@@ -105,7 +124,8 @@ def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tupl
     if (out / "metrics.json").exists():
         RunFolder.create(out, config)  # raises if the folder holds another config
         return OpenSetPredictor.load(out / "model", device), read_json(out / "metrics.json")
-    recipe = user_recipe(config.epochs, config.image_size, config.batch_size, config.lr, config.flip)
+    recipe = user_recipe(config.recipe, config.epochs, config.image_size, config.batch_size, config.lr,
+                         config.flip)
     start = time.perf_counter()
     data = load_user_data(config.data, config.known, config.unknown, image_size=config.image_size,
                           channels=config.channels, val_fraction=config.val_fraction,

@@ -49,11 +49,9 @@ def _last_touched(path: Path, depth: int = 2) -> float:
 
 
 def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Remove the stale temporaries (:data:`_TEMPORARY`, of target ``name`` if given) in ``folder``.
-
-    Returns what was removed. A ``.old`` folder still holding the only copy of a model (no ``<name>`` beside
-    it) is kept: loading the model restores it (:mod:`classanchor.model_io`).
-    """
+    """Remove the stale temporaries (:data:`_TEMPORARY`, of target ``name`` if given) in ``folder``. Returns
+    what was removed. A ``.old`` folder still holding the only copy of a model (no ``<name>`` beside it) is
+    kept: loading the model restores it (:mod:`classanchor.model_io`)."""
     folder = Path(folder)
     try:
         entries = list(folder.iterdir())
@@ -79,11 +77,9 @@ def clean_stale_temporaries(folder: str | os.PathLike, name: str | None = None) 
 
 
 def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
-    """A clear ``OSError`` for a failed write of ``path``, naming the path, the cause and the fix.
-
-    ``err``: an ``OSError`` or an error a library raised around one (safetensors' ``SafetensorError``). The
-    result keeps ``errno`` (``ENOSPC`` for a full disk) and has no ``filename`` (no temporary's name).
-    """
+    """A clear ``OSError`` for a failed write of ``path``, naming the path, the cause and the fix. ``err``: an
+    ``OSError`` or an error a library raised around one (safetensors' ``SafetensorError``). The result keeps
+    ``errno`` (``ENOSPC`` for a full disk) and has no ``filename`` (no temporary's name)."""
     code = getattr(err, "errno", None)
     if code in _DISK_FULL or any(s in str(err) for s in ("No space left", "StorageFull", "Disk quota",
                                                          "os error 28", "code: 28")):
@@ -100,11 +96,8 @@ def write_failure(path: str | os.PathLike, err: BaseException) -> OSError:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to ``path`` with ``os.replace``.
-
-    Readers see the old file or the complete new one; on an error the temporary is removed and ``path`` is
-    untouched. A ``path`` that is a folder raises ``IsADirectoryError``.
-    """
+    """Call ``write(tmp_path)`` and move the result to ``path`` with ``os.replace`` (the module's policy:
+    readers see the old file or the complete new one); a folder ``path`` raises ``IsADirectoryError``."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write (nothing was written).")
@@ -204,11 +197,9 @@ def write_npz(path: str | os.PathLike, arrays: dict) -> Path:
 
 
 def git_commit() -> str | None:
-    """The commit of the git checkout holding this library (with '-dirty' if it has changes), or None.
-
-    Only a source checkout (``src/classanchor`` in a folder with ``.git``) is asked, not an installed package;
-    ``GIT_OPTIONAL_LOCKS=0`` keeps git from taking ``.git/index.lock`` from the user's own git.
-    """
+    """The commit of the git checkout holding this library (with '-dirty' if it has changes), or None. Only a
+    source checkout (``src/classanchor`` in a folder with ``.git``) is asked, not an installed package;
+    ``GIT_OPTIONAL_LOCKS=0`` keeps git from taking ``.git/index.lock`` from the user's own git."""
     where = Path(__file__).resolve().parent
     if not (where.parents[1] / ".git").exists():
         return None
@@ -242,11 +233,9 @@ def _cpu_name() -> str | None:
 
 def open_run_folder(path: str | os.PathLike) -> Path:
     """Create the run folder ``path`` (and its parents), or check that the existing folder is one; returns it.
-
     Refused, naming the fix: a file, a place that cannot be written, and a folder holding visible entries but
     neither a ``config.json`` (a command's) nor a ``study_*.json`` (a study's): a run never mixes its files
-    into a folder of other files.
-    """
+    into a folder of other files."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a run folder; choose another --out folder.")
@@ -283,11 +272,9 @@ class RunFolder:
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: Any) -> "RunFolder":
-        """Create (or reopen) the folder (:func:`open_run_folder`) and write its ``config.json``.
-
-        Reopening with another config (beyond :data:`_FREE`) raises, naming the fields
-        that differ, so a resumed run never mixes two settings.
-        """
+        """Create (or reopen) the folder (:func:`open_run_folder`) and write its ``config.json``. Reopening
+        with another config (beyond :data:`_FREE`) raises, naming the fields that differ, so a resumed run
+        never mixes two settings."""
         folder = cls(open_run_folder(path), _jsonable(config))  # config: a dataclass's dict of fields
         now, config_path = folder.config, folder.path / "config.json"
         old = read_json(config_path) if config_path.exists() else None

@@ -4,13 +4,7 @@ Conventions: label -1 = unknown; open-set scores are "higher = more unknown"; ac
 fractions in [0, 1] (shown as percentages). Figures are plain :class:`matplotlib.figure.Figure` objects (no
 pyplot, no global state) with constrained layout; write them with :func:`save_figure`. A single-axes plot
 accepts ``ax=`` to draw into an existing figure and then returns ``ax.figure``. Each paper figure is named
-in its function's docstring (Fig. 1: ``examples/toy_2d.py``).
-
-Example:
-    >>> rng = np.random.default_rng(0)
-    >>> fig = score_histograms(rng.normal(0, 1, 100), rng.normal(2, 1, 100), threshold=1.5)
-    >>> save_figure(fig, "/tmp/classanchor_doctest_hist.png").name
-    'classanchor_doctest_hist.png'
+in its function's docstring (Fig. 1: ``examples/toy_2d.py``); tests/plots/test_plots.py draws every one.
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ from .io import atomic_write
 from .metrics import to_numpy
 
 __all__ = ["ablation_bars", "class_colors", "decision_regions", "extremes", "hyperparameter_heatmaps",
-           "image_grid", "image_rows", "logit_space", "roc_curves", "row_normalise", "save_figure",
+           "image_rows", "logit_space", "roc_curves", "row_normalise", "save_figure",
            "score_histograms", "training_curves", "trial_bars", "unknown_confusion"]
 
 #: Colour of everything unknown / rejected (unknown points, the rejected region).
@@ -165,12 +159,10 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
                 anchor_label: str = "anchors", title: str | None = None, max_points: int = 5000,
                 seed: int = 0, legend: bool = True, ax: Axes | None = None) -> Figure:
     """Scatter of logit vectors coloured by class, anchors as large stars, unknowns in grey (Fig. 1 right).
-
     ``logits`` (N, K) of known samples with ``labels`` (N,) in 0..K-1; ``anchors`` (K, K) anchors or class
     means (or None), called ``anchor_label`` in the legend; ``unknown_logits`` (N_u, K) optional. For K > 2
     the points are projected on the first two principal components of the known logits and the anchors. At
-    most ``max_points`` known and as many unknown points are drawn (a fixed random subset).
-    """
+    most ``max_points`` known and as many unknown points are drawn (a fixed random subset)."""
     z = to_numpy(logits).astype(np.float64)
     y = to_numpy(labels).astype(np.int64).ravel()
     k = len(class_names)
@@ -546,25 +538,11 @@ def _draw_images(axes, imgs: np.ndarray, captions: Sequence[str]) -> None:
         ax.set_xlabel(captions[i], fontsize="small")
 
 
-def image_grid(images, captions: Sequence[str], ncols: int = 4, *, title: str = "Test images",
-               cell_inches: float = 2.0) -> Figure:
-    """Images in a grid, each with its caption below (Fig. 5: predicted class and rejection score);
-    ``images``: uint8 (N, H, W, C) with C in {1, 3, 4}, or (N, H, W) grey; N ``captions``."""
-    imgs, captions = _captioned(images, captions, "images", cell_inches)
-    ncols = max(1, min(ncols, len(imgs)))
-    nrows = max(1, math.ceil(len(imgs) / ncols))
-    lines = max((c.count("\n") + 1 for c in captions), default=1)
-    fig = Figure(figsize=(cell_inches * ncols, (cell_inches + 0.18 * lines + 0.1) * nrows + 0.5),
-                 layout="constrained")
-    _draw_images(fig.subplots(nrows, ncols, squeeze=False).ravel(), imgs, captions)
-    fig.suptitle(title)
-    return fig
-
-
 def image_rows(rows: Sequence[tuple[str, object, Sequence[str]]], *, title: str = "Test images",
                cell_inches: float = 1.6) -> Figure:
-    """Titled rows of captioned images (Fig. 5: one row per group of extremes), ``[(row title, images,
-    captions), ...]`` as for :func:`image_grid`; the rows may differ in length (an empty one: "no images")."""
+    """Titled rows of captioned images (Fig. 5: one row per group of extremes, captions with the predicted
+    class and the score), ``[(row title, images, captions), ...]``: uint8 (N, H, W, C) with C in {1, 3, 4}
+    or (N, H, W) grey and N captions each; the rows may differ in length (an empty one: "no images")."""
     prepared = [(name, *_captioned(images, captions, f"images of row {name!r}", cell_inches))
                 for name, images, captions in rows]
     if not prepared:

@@ -249,14 +249,12 @@ class OpenSetPredictor:
 
 def evaluation_report(scores: np.ndarray, best: np.ndarray, labels: np.ndarray, threshold: float,
                       class_names: Sequence[str], unknown_class: np.ndarray, unknown_names: Sequence[str]) -> dict:
-    """Open-set metrics at ``threshold`` for labelled images, JSON-ready.
-
-    ``scores``, ``best``: (N,) open-set scores and best known class (argmin of Eq. 11); ``labels``: (N,)
-    0..K-1 known, -1 unknown; ``unknown_class``: (N,) index into ``unknown_names`` (any value for knowns).
-    Returns counts, closed-set ``accuracy`` and ``known_acceptance`` (share of knowns with score < threshold);
-    with unknowns also ``unknown_rejection`` (share with score >= threshold), ``auroc`` and the rest of
-    :func:`classanchor.metrics.open_set_report`; per-class shares (``per_known_class``, ``per_unknown_class``).
-    """
+    """Open-set metrics at ``threshold`` for labelled images, JSON-ready: ``scores``, ``best``: (N,) open-set
+    scores and best known class (argmin of Eq. 11); ``labels``: (N,) 0..K-1 known, -1 unknown;
+    ``unknown_class``: (N,) index into ``unknown_names`` (any value for knowns). Returns counts, closed-set
+    ``accuracy`` and ``known_acceptance`` (share of knowns with score < threshold); with unknowns also
+    ``unknown_rejection`` (share with score >= threshold), ``auroc`` and the rest of
+    :func:`classanchor.metrics.open_set_report`; per-class shares (``per_known_class``, ``per_unknown_class``)."""
     k = len(class_names)
     accepted, known, unknown = scores < threshold, labels >= 0, labels < 0
     out: dict[str, Any] = {"threshold": float(threshold), "n_known": int(known.sum()),

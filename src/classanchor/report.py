@@ -2,13 +2,11 @@
 
 ``write_report(run_dir)`` reads a run folder of the benchmark and the studies (layout in
 :mod:`classanchor.benchmark`) and writes ``run_dir/report/``: ``index.html`` with every figure embedded as a
-base64 ``data:`` URI (the page can be mailed or archived alone), the same PNGs beside it, and
-``summary.json`` with the numbers they are drawn from (thresholds, acceptance rates, confusion counts, the
-indices of the Fig. 5 images).
-
-Everything comes from what the jobs saved (``logits.npz``, ``result.json``, ``history.json``); the network is
-not run again, only Fig. 5 re-reads the test images. The threshold accepts ``ACCEPT_RATE`` = 95% of the
-known validation images; a sample is accepted as known when ``score < threshold``.
+base64 ``data:`` URI (the page can be mailed or archived alone), the same PNGs beside it, and ``summary.json``
+with the numbers they are drawn from (thresholds, acceptance rates, confusion counts, the indices of the Fig. 5
+images). Everything comes from what the jobs saved (``logits.npz``, ``result.json``, ``history.json``); the
+network is not run again, only Fig. 5 re-reads the test images. The threshold accepts ``ACCEPT_RATE`` = 95% of
+the known validation images; a sample is accepted as known when ``score < threshold``.
 """
 
 from __future__ import annotations

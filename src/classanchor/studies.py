@@ -115,7 +115,6 @@ def sweep_entries(magnitudes: Sequence[float] = SWEEP_MAGNITUDES,
             for a in dict.fromkeys(magnitudes) for w in dict.fromkeys(weights)]
 
 
-# ---- the run folder ------------------------------------------------------------------------------------
 def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
     """Write (or extend) ``study_<name>.json`` in the run folder, returned; refused when its benchmark
     ``config.json`` or other ``study_*.json`` record other training settings."""
@@ -178,15 +177,13 @@ def _evaluate(logits, detector: str, accept_rate: float, result: dict) -> dict:
 def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], parameters: dict | None = None,
               progress: bool = True, executor=None) -> dict | None:
     """Train what is missing, evaluate every entry on every trial, write ``<name>.json`` and the confusions.
-
     ``entries``: (method, detector) rows, each method trained once per trial; ``parameters``: the study's
     own settings, recorded in ``study_<name>.json``; ``executor``: runs the missing trainings
     (:func:`classanchor.executors.make_executor`; default in-process). Returns ``None`` on a torchrun rank
     other than 0, else ``{"study", "dataset", "recipe", "total_epochs", "paper_epochs", "accept_rate",
     "trials", "entries", "per_trial", "summary", "seconds"}``: a per-trial row holds ``trial``,
     :attr:`Entry.ids`, ``train_seconds`` and the open-set report without the confusion (or ``error``); a
-    summary row holds :attr:`Entry.ids`, ``trials``, ``failed_trials`` and ``{metric: {"mean", "std", "n"}}``.
-    """
+    summary row holds :attr:`Entry.ids`, ``trials``, ``failed_trials`` and ``{metric: {"mean", "std", "n"}}``."""
     if not entries:
         raise ValueError(f"study {name!r} has no (method, detector) entries to run.")
     if not config.trials:
@@ -239,7 +236,6 @@ def run_study(config: StudyConfig, name: str, entries: Sequence[Entry], paramete
     return output
 
 
-# ---- tables --------------------------------------------------------------------------------------------
 def _key(row: dict) -> str:
     """The :attr:`Entry.key` of an output row."""
     return f"{row['job']}/{row['detector']}"

@@ -31,8 +31,7 @@ __all__ = ["NonFiniteLossError", "Stage", "TrainConfig", "TrainResult", "autocas
            "PRECISIONS", "bf16_is_fast", "prepare_network", "to_memory_format", "train", "train_step",
            "use_channels_last"]
 
-#: Device types on which channels-last (NHWC) convolutions are the default: faster on CPU in float32 and bf16
-#: (``benchmarks/speed.py``, docs/speed.md) and the usual advice on CUDA.
+#: Device types where channels-last (NHWC) is the default: faster on CPU (docs/speed.md), usual on CUDA.
 CHANNELS_LAST_DEVICES: frozenset[str] = frozenset({"cuda", "cpu"})
 #: bfloat16 autocast on CPUs with AMX units (:func:`bf16_is_fast`): 2.2-3.3x faster than float32 there, with
 #: AUROC within 3e-5 (docs/speed.md).
@@ -89,10 +88,6 @@ class TrainConfig:
     channels_last: bool | None = None
     check_every: int = 25
 
-    @property
-    def total_epochs(self) -> int:
-        return sum(s.epochs for s in self.stages)
-
 
 @dataclass
 class TrainResult:
@@ -128,11 +123,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return ("bf16" if bf16_is_fast(device) else "float32") if precision == "auto" else precision
 
 
-def autocast_for(device: torch.device | str, amp: bool | None = None):
-    """bfloat16 autocast when ``amp`` is True, none when False; ``None`` = where :func:`bf16_is_fast`."""
-    device = torch.device(device)
-    amp = bf16_is_fast(device) if amp is None else amp
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else nullcontext()
+def autocast_for(device: torch.device | str, amp: bool):
+    """bfloat16 autocast on ``device`` when ``amp`` (:func:`resolve_precision` gave ``"bf16"``), else none."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def use_channels_last(channels_last: bool | None, device: torch.device | str) -> bool:

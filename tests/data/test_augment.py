@@ -15,17 +15,19 @@ from classanchor.data.augment import (
     augment_batch,
     compute_mean_std,
     eval_transform,
-    reference_sample_params,
     sample_crop_params,
     sample_params,
     to_nchw,
 )
+from tests.helpers.scripts import load_script
 
 N_DRAWS = 20_000
 # Fixed seeds make every test deterministic. With p > 1e-3 a correct implementation fails a two-sample test for
 # a given seed choice with probability 1e-3, while a wrong one is far below that at 20k draws: keeping only 3 of
 # the 10 tries (32 px, scale_min 0.7) gives KS p ~ 1e-14 on the area and chi-square p ~ 1e-85 on (h, w).
 P_MIN = 1e-3
+# torchvision's per-sample crop sampler, as the conventional pipeline of benchmarks/speed.py draws it
+reference_sample_params = load_script("speed").reference_sample_params
 
 
 def _reference_boxes(n, size, scale, ratio, seed):

@@ -75,10 +75,12 @@ def _synthetic():
                                                           0.75 + 0.05 * rng.random((4, 5))),
         "ablation": lambda: plots.ablation_bars({"cac": trials["cac"], "anchor": trials["ce"],
                                                  "tuplet": trials["ce"][:3]}),
-        "image_grid": lambda: plots.image_grid(rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
-                                               [f"predicted 'cat', score {s:.3f}" for s in rng.random(6)], 3),
-        "image_grid_grey": lambda: plots.image_grid(rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-                                                    ["digit"] * 5, 5),
+        "image_rows": lambda: plots.image_rows([(
+            "known", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
+            [f"predicted 'cat', score {s:.3f}" for s in rng.random(6)])]),
+        "image_rows_grey": lambda: plots.image_rows([
+            ("digits", rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), ["digit"] * 5),
+            ("none", np.zeros((0, 28, 28), np.uint8), [])]),
     }
 
 
@@ -203,7 +205,7 @@ def test_heatmaps_bars_and_grid_are_drawn_from_the_given_numbers():
     assert [line.get_ydata()[0] for line in fig.axes[0].lines] == pytest.approx([93.0])
     assert not fig.axes[1].lines  # no published AUROC given
 
-    fig = plots.image_grid(np.zeros((5, 8, 8, 3), np.uint8), [f"c{i}" for i in range(5)], ncols=2)
+    fig = plots.image_rows([("row", np.zeros((5, 8, 8, 3), np.uint8), [f"c{i}" for i in range(5)])])
     assert sum(bool(ax.images) for ax in fig.axes) == 5
     assert [ax.get_xlabel() for ax in fig.axes if ax.images] == [f"c{i}" for i in range(5)]
 

@@ -1,6 +1,6 @@
 """``classanchor train``, ``classanchor evaluate`` and ``classanchor predict``: CAC on your own images.
 
-    classanchor train photos/ --known cat,dog,bird --unknown fox --out runs/photos --epochs 30
+    classanchor train photos/ --known cat,dog,bird --unknown fox --out runs/photos
     classanchor evaluate runs/photos/model more_photos/ --known cat,dog,bird --unknown fox,owl
     classanchor predict runs/photos/model new_photos/ img.jpg --format csv --output predictions.csv
 """
@@ -143,7 +143,9 @@ def add_parser(subparsers) -> None:
     train.add_argument("--out", required=True, help="run folder to write (re-running resumes it)")
     train.add_argument("--known", help="comma list of known classes (default: every class not in --unknown)")
     train.add_argument("--unknown", help="comma list of classes held out to measure rejection (never trained on)")
-    train.add_argument("--epochs", type=positive_int, default=30, help="total epochs, 3/4 at --lr then 1/4 at lr/10 (default 30)")
+    train.add_argument("--recipe", choices=("fast", "paper"), default="fast",  # folder_training.USER_RECIPES
+                       help="fast (default; resnet9, one-cycle) or paper (classifier32, lr then lr/10)")
+    train.add_argument("--epochs", type=positive_int, help="total epochs (default: fast 15, paper 30)")
     train.add_argument("--image-size", type=positive_int, default=32,
                        help="images are stretched to SxS (default 32; classifier32 needs a multiple of 8)")
     train.add_argument("--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: 1 if all images are grey)")
@@ -154,7 +156,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--test-fraction", type=float, default=0.2, help="per-class test share (default 0.2)")
     train.add_argument("--max-per-class", type=int, help="use at most N images per class (seeded random subset)")
     train.add_argument("--batch-size", type=positive_int, default=128)
-    train.add_argument("--lr", type=float, default=0.01, help="stage-1 learning rate (default 0.01)")
+    train.add_argument("--lr", type=float, help="peak (fast: 0.05) or stage-1 (paper: 0.01) learning rate")
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for text or digits)")
     add_model_training(train)
     add_progress(train)

@@ -2,12 +2,12 @@
 
 The reference recipe (``reference-protocol.md``) is, per sample, ``Resize(S) -> RandomResizedCrop(S,
 scale=(scale_min, 1), ratio=(3/4, 4/3)) -> RandomHorizontalFlip(flip_p) -> RandomRotation(rotation_deg,
-fill=0) -> Normalize(mean, std)``. Here every sample's parameters are drawn at once, with the distribution
-of torchvision's per-sample transforms (:func:`reference_sample_params`), and resize, crop, flip and rotation
-are composed into ONE affine map per sample: a batch is one ``affine_grid`` + ``grid_sample`` (bilinear,
-``align_corners=False``). Crop boxes ``(top, left, height, width)`` are integer pixels of the input resized
-to ``S x S``; a positive angle rotates the content counter-clockwise as displayed (+90 degrees equals
-``torch.rot90(x, 1, dims=(-2, -1))``); the fill 0 is black before normalisation.
+fill=0) -> Normalize(mean, std)``. Here every sample's parameters are drawn at once, with the distribution of
+torchvision's per-sample transforms (tested against the per-sample sampler of ``benchmarks/speed.py``), and
+resize, crop, flip and rotation are composed into ONE affine map per sample: a batch is one ``affine_grid`` +
+``grid_sample`` (bilinear, ``align_corners=False``). Crop boxes ``(top, left, height, width)`` are integer
+pixels of the input resized to ``S x S``; a positive angle rotates the content counter-clockwise as displayed
+(+90 degrees equals ``torch.rot90(x, 1, dims=(-2, -1))``); the fill 0 is black before normalisation.
 
 Deliberate, sub-pixel differences from torchvision: one bilinear resampling instead of two (torchvision
 rotates with nearest; here the rotated border is a one-pixel linear ramp); the source is read with border
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["RESIZE_RULE", "AugmentParams", "AugmentSpec", "affine_matrices", "apply_params", "augment_batch",
-           "compute_mean_std", "eval_transform", "normalize_pixels", "reference_sample_params",
-           "resize_pixels", "sample_crop_params", "sample_params", "to_nchw"]
+           "compute_mean_std", "eval_transform", "normalize_pixels", "resize_pixels", "sample_crop_params",
+           "sample_params", "to_nchw"]
 
 NUM_CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params tries this many times, then falls back
 
@@ -107,9 +107,8 @@ def _fallback_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple
 def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, float],
                        ratio: tuple[float, float], generator: torch.Generator | None = None,
                        device=None) -> tuple[Tensor, ...]:
-    """RandomResizedCrop boxes for n samples at once -> (top, left, h, w), int64 tensors of shape (n,).
-
-    Same distribution as torchvision's ``RandomResizedCrop.get_params``: per try, area fraction ~ U(scale),
+    """RandomResizedCrop boxes for n samples at once -> (top, left, h, w), int64 tensors of shape (n,). Same
+    distribution as torchvision's ``RandomResizedCrop.get_params``: per try, area fraction ~ U(scale),
     log(aspect) ~ U(log ratio), w = round(sqrt(A * f * r)), h = round(sqrt(A * f / r)); the first of
     ``NUM_CROP_TRIES`` tries (all drawn at once) with 0 < w <= width and 0 < h <= height is kept, else a
     centred crop of the clamped ratio; top ~ U{0..height-h}, left ~ U{0..width-w}. Drawn on the generator's
@@ -169,8 +168,7 @@ def _rotation_fill_mask(angle: Tensor, size: int) -> Tensor:
     cos, sin = torch.cos(rad)[:, None, None], torch.sin(rad)[:, None, None]
     coords = (2.0 * torch.arange(size, device=angle.device, dtype=torch.float32) + 1.0) / size - 1.0
     ox, oy = coords[None, None, :], coords[None, :, None]
-    rx = cos * ox - sin * oy  # (B, S, S), in the rotated image's normalised frame
-    ry = sin * ox + cos * oy
+    rx, ry = cos * ox - sin * oy, sin * ox + cos * oy  # (B, S, S), in the rotated image's normalised frame
 
     def coverage(t: Tensor) -> Tensor:
         p = ((t + 1.0) * size - 1.0) * 0.5  # pixel coordinate, pixel centres at 0..S-1
@@ -183,8 +181,7 @@ def _rotation_fill_mask(angle: Tensor, size: int) -> Tensor:
 def _norm_coeffs(mean_t: tuple, std_t: tuple, channels: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """(scale, shift) (1, C, 1, 1) so that normalised = uint8_value * scale - shift; cached per device, as a
     host-to-device copy per batch would synchronise the GPU stream on the hot path."""
-    mean = torch.tensor(mean_t, dtype=torch.float32)
-    std = torch.tensor(std_t, dtype=torch.float32)
+    mean, std = torch.tensor(mean_t, dtype=torch.float32), torch.tensor(std_t, dtype=torch.float32)
     if mean.numel() == 1:
         mean, std = mean.expand(channels), std.expand(channels)
     elif mean.numel() != channels:
@@ -272,22 +269,3 @@ def compute_mean_std(images, layout: str | None = None) -> tuple[tuple[float, ..
         means.append(float(mean) / 255.0)
         stds.append(math.sqrt(float(var)) / 255.0)
     return tuple(means), tuple(stds)
-
-
-def reference_sample_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-                            generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
-    """ONE crop box (top, left, h, w), drawn exactly as torchvision's ``RandomResizedCrop.get_params``: the
-    per-sample Python reference for tests and benchmarks only."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(NUM_CROP_TRIES):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
-        w = round(math.sqrt(target_area * aspect))
-        h = round(math.sqrt(target_area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            i = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
-            j = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
-            return i, j, h, w
-    h, w = _fallback_crop(height, width, ratio)
-    return (height - h) // 2, (width - w) // 2, h, w

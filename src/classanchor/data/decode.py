@@ -106,9 +106,8 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, UnidentifiedImageError):
         return "not an image PIL can read (unknown format or not an image at all)"
     text = str(err)
-    if "truncated" in text:
-        return f"truncated image file ({text})"
-    return f"cannot decode the image ({type(err).__name__}: {text})"
+    return (f"truncated image file ({text})" if "truncated" in text
+            else f"cannot decode the image ({type(err).__name__}: {text})")
 
 
 def _decode_one(data: bytes, channels: int, draft: int | None) -> tuple[np.ndarray, str]:
@@ -140,12 +139,11 @@ def decode_files(read: Callable[[int], bytes], where: Sequence[str], size: int |
                  channels: int | None, *, on_error: str = "raise", resize: bool = True, progress: bool = True,
                  desc: str = "decoding", workers: int | None = None) -> Decoded:
     """Decode files ``0..N-1`` (``read(i)`` gives the bytes, ``where[i]`` the path to show) in a thread pool
-    -> :class:`Decoded` with images uint8 (N_ok, S, S, C) (or (N_ok, H, W, C) without resize).
-
-    ``size``: with ``resize`` (default) the side S, every image is stretched to S x S; with ``resize=False``
-    the (H, W) (or S for S x S) every image must already have, None = the first image's size. ``channels``:
-    1 (grey), 3 (RGB) or None (1 if every image is grey, else 3). ``on_error``: "raise" or "skip" a bad file
-    (unreadable, not an image, truncated, wrong size). ``workers``: threads (default min(16, CPU count))."""
+    -> :class:`Decoded` with images uint8 (N_ok, S, S, C) (or (N_ok, H, W, C) without resize). ``size``: with
+    ``resize`` (default) the side S, every image is stretched to S x S; with ``resize=False`` the (H, W) (or S
+    for S x S) every image must already have, None = the first image's size. ``channels``: 1 (grey), 3 (RGB)
+    or None (1 if every image is grey, else 3). ``on_error``: "raise" or "skip" a bad file (unreadable, not an
+    image, truncated, wrong size). ``workers``: threads (default min(16, CPU count))."""
     from tqdm.auto import tqdm
 
     if on_error not in ("raise", "skip"):

@@ -2,14 +2,10 @@
 
 ``DATA`` is a folder, a zip, or a folder inside a zip (``photos.zip/photos/train``). Wrapper folders holding
 nothing but one folder are entered; a folder of ``train/`` and ``test/`` split folders is refused with the
-path to use instead. Images of any size and mode are decoded as in the predictor. Bad files never stop a
-run (``on_error="skip"``): non-image files, files outside a class folder, unreadable images and zip entries
-outside the archive are skipped and listed with the reason. An empty folder, a class folder without images,
-a class name that is not a folder, or a known class without readable images raise :class:`DataError`::
-
-    >>> data = load_user_data("photos.zip", known=["cat", "dog", "bird"], unknown=["fox"])  # doctest: +SKIP
-    >>> data.train.images.shape, data.known_names                                          # doctest: +SKIP
-    ((2400, 32, 32, 3), ('cat', 'dog', 'bird'))
+path to use instead. Images of any size and mode are decoded as in the predictor. Bad files never stop a run
+(``on_error="skip"``): non-image files, files outside a class folder, unreadable images and zip entries
+outside the archive are skipped and listed with the reason. An empty folder, a class folder without images, a
+class name that is not a folder, or a known class without readable images raise :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -70,8 +66,7 @@ def _wrapper_prefix(names: Sequence[str]) -> str:
 
 
 def list_image_folder(source: FileSource) -> FolderListing:
-    """Group the files of ``source`` by class folder (the first folder level below the root); DataError when
-    there is no image, when the root holds split folders instead, or when a class folder holds no image."""
+    """The files of ``source`` by class folder (first level below the root); DataError: see the module."""
     names = source.names()
     prefix = _wrapper_prefix(names)
     root = source.where(prefix.rstrip("/")) if prefix else str(source.path)
@@ -141,7 +136,6 @@ def _decode_classes(source: FileSource, files: list[list[str]], image_size: int,
 @dataclass(frozen=True, eq=False, repr=False)
 class UserData:
     """The arrays of one training run on an image folder; labels 0..K-1 known (order of ``known_names``).
-
     ``train``, ``val``, ``test_known``: known classes, per-class random split (seeded); ``test_unknown``:
     every image of the held-out unknown classes, labels -1; ``unknown_class``: int64 (N_unknown,) index into
     ``unknown_names`` of each of them; ``counts``: class name -> {"train", "val", "test"} images used."""
@@ -188,15 +182,14 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
                    unknown: Iterable[str] | str | None = None, *, image_size: int = 32,
                    channels: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
                    max_per_class: int | None = None, seed: int = 0, progress: bool = True) -> UserData:
-    """Read an image folder (or zip) for training: known classes split into train / val / test.
-
-    ``known``: the known classes (names or a comma list; None = every class folder not in ``unknown``);
-    ``unknown``: classes held out entirely, used only to measure open-set performance; ``image_size`` S: every
-    image is stretched to S x S; ``channels``: 1, 3 or None (1 if every image is grey, else 3);
-    ``val_fraction``, ``test_fraction``: per-class shares of each known class for validation (checkpoint
-    choice, threshold calibration) and for the test metrics, split seeded by ``seed`` and the class's rank
-    among all class folders (so it does not change with the known list); ``max_per_class``: use at most this
-    many images per class (a seeded random subset), for quick runs."""
+    """Read an image folder (or zip) for training: known classes split into train / val / test. ``known``: the
+    known classes (names or a comma list; None = every class folder not in ``unknown``); ``unknown``: classes
+    held out entirely, used only to measure open-set performance; ``image_size`` S: every image is stretched
+    to S x S; ``channels``: 1, 3 or None (1 if every image is grey, else 3); ``val_fraction``,
+    ``test_fraction``: per-class shares of each known class for validation (checkpoint choice, threshold
+    calibration) and for the test metrics, split seeded by ``seed`` and the class's rank among all class
+    folders (so it does not change with the known list); ``max_per_class``: use at most this many images per
+    class (a seeded random subset), for quick runs."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
                          "and sum to less than 1.")
@@ -205,8 +198,7 @@ def load_user_data(data: PathLike, known: Iterable[str] | str | None = None,
                          "calibrate the threshold.")
     if max_per_class is not None and max_per_class < 3:
         raise ValueError(f"max_per_class must be at least 3, got {max_per_class}.")
-    unknown_names = _parse_names(unknown) or ()
-    known_names = _parse_names(known)
+    unknown_names, known_names = _parse_names(unknown) or (), _parse_names(known)
     with open_image_folder(data) as source:
         listing = list_image_folder(source)
         if known_names is None:
@@ -259,15 +251,13 @@ def load_labelled_folder(data: PathLike, class_names: Sequence[str], known: Iter
                          progress: bool = True) -> tuple[ImageSet, np.ndarray, tuple[str, ...], Decoded,
                                                          FolderListing]:
     """Every image of the chosen classes of a labelled folder, for evaluating a trained model.
-
     ``class_names``: the model's classes, a known class gets its index there as label; ``known``: classes
     treated as known (model classes; None = those found in ``data``); ``unknown``: treated as unknown (label
     -1; None = every other class folder). Returns (the images, unknown class index per image (-1 for knowns)
     into the returned unknown names, the unknown names, the decode record, the listing)."""
     with open_image_folder(data) as source:
         listing = list_image_folder(source)
-        unknown_names = _parse_names(unknown)
-        known_names = _parse_names(known)
+        unknown_names, known_names = _parse_names(unknown), _parse_names(known)
         if known_names is None:
             not_known = unknown_names or ()
             known_names = tuple(c for c in class_names if c in listing.files and c not in not_known)

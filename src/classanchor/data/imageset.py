@@ -1,6 +1,4 @@
-"""What every reader returns (:class:`ImageSet`) and the error every reader raises (:class:`DataError`).
-
-Example::
+"""What every reader returns (:class:`ImageSet`) and raises (:class:`DataError`). Example::
 
     >>> import numpy as np
     >>> data = ImageSet(np.zeros((3, 2, 2, 1), np.uint8), [0, 1, -1], ("cat", "dog"))

@@ -31,15 +31,13 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class DeviceLoader:
-    """Iterate (x, y) batches of a split held on ``device``.
-
-    images_uint8: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 (layout as in :func:`to_nchw`), stored once as
-    contiguous NCHW; labels: (N,) integers, already 0..K-1 (or -1 unknown), stored as int64. Yields x: float32
-    (B, C, S, S), normalised (channels-last memory if ``channels_last``), y: int64 (B,). ``train=True``: a new
-    permutation per epoch and random augmentation; ``train=False``: in order, ``eval_transform``. Each
-    ``iter()`` starts the next epoch e, drawn from a generator (on ``device``) seeded by (seed, e) alone;
-    ``state_dict()`` / ``load_state_dict()`` save and restore (epoch, seed), so a resumed run sees exactly the
-    batches an uninterrupted one would."""
+    """Iterate (x, y) batches of a split held on ``device``. images_uint8: uint8 (N, H, W), (N, C, H, W) or
+    (N, H, W, C) (layout as in :func:`to_nchw`), stored once as contiguous NCHW; labels: (N,) integers,
+    already 0..K-1 (or -1 unknown), stored as int64. Yields x: float32 (B, C, S, S), normalised (channels-last
+    memory if ``channels_last``), y: int64 (B,). ``train=True``: a new permutation per epoch and random
+    augmentation; ``train=False``: in order, ``eval_transform``. Each ``iter()`` starts the next epoch e,
+    drawn from a generator (on ``device``) seeded by (seed, e) alone; ``state_dict()`` / ``load_state_dict()``
+    save and restore (epoch, seed), so a resumed run sees exactly the batches an uninterrupted one would."""
 
     def __init__(self, images_uint8, labels, batch_size: int, spec: AugmentSpec, train: bool,
                  device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False,
@@ -79,14 +77,12 @@ class DeviceLoader:
         self.epoch, self.seed = int(state["epoch"]), int(state["seed"])
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.epoch
         self.epoch += 1
-        return self._batches(epoch)
+        return self._batches(self.epoch - 1)
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         n, b = self.num_samples, self.batch_size
-        if self.train:
-            # one generator per epoch: concurrent iterators stay independent
+        if self.train:  # one generator per epoch: concurrent iterators stay independent
             gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(self.seed, epoch))
             order = torch.randperm(n, generator=gen, device=self.device)
         for k in range(len(self)):

@@ -81,7 +81,6 @@ def _locate(path: Path) -> tuple[Path | None, str]:
 
 class FileSource(AbstractContextManager):
     """Read-only view of a folder, a zip, a folder inside a zip, one file inside a zip, or a plain file.
-
     ``path``: the folder the names are relative to (``archive.zip/inner`` in a zip; for a single file, the
     folder holding it); ``zip_path``: the zip file or None (``is_zip``); ``single_file``: it holds just the
     file it was opened on; ``skipped``: zip entries below it outside the archive. Use it as a context manager

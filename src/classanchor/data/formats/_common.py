@@ -43,8 +43,7 @@ def labels_from_names(found: np.ndarray, class_names: Sequence[str], where: str)
     if bad:
         raise DataError(f"{where}: unknown class folder name(s) {bad}; the folder names must be the "
                         f"official class names: {list(class_names)}. Rename or remove those folders.")
-    lut = np.array([index[u] for u in uniq.tolist()], dtype=np.int64)
-    return lut[inverse.reshape(-1)]
+    return np.array([index[u] for u in uniq.tolist()], dtype=np.int64)[inverse.reshape(-1)]
 
 
 def class_indices(classes: Iterable[int | str], class_names: Sequence[str], dataset: str,

@@ -106,13 +106,12 @@ def tinyimagenet_classes(root: PathLike) -> tuple[tuple[str, ...], tuple[str, ..
 def read_tinyimagenet(root: PathLike, split: str = "train", classes: Iterable[int | str] | None = None, *,
                       cache_dir: PathLike | None = None, cache: bool = True,
                       progress: bool = True) -> ImageSet:
-    """TinyImageNet: images uint8 (N, 64, 64, 3) RGB (grey JPEGs are converted), labels 0-199, class_names
-    the words.txt names of all classes. Train images are cached per class, val images all together.
-
-    ``split``: "train" (``train/<wnid>/images``) or "val" (``val/images`` + ``val_annotations.txt``), "test"
-    a synonym of "val" (the benchmark's test split). ``classes``: class indices (rank of the wnid in sorted
-    order, 0-199) or wnids to read (None = all); only their train images are read, so the other train
-    folders may be absent."""
+    """TinyImageNet: images uint8 (N, 64, 64, 3) RGB (grey JPEGs are converted), labels 0-199, class_names the
+    words.txt names of all classes. Train images are cached per class, val images all together. ``split``:
+    "train" (``train/<wnid>/images``) or "val" (``val/images`` + ``val_annotations.txt``), "test" a synonym of
+    "val" (the benchmark's test split). ``classes``: class indices (rank of the wnid in sorted order, 0-199)
+    or wnids to read (None = all); only their train images are read, so the other train folders may be
+    absent."""
     check_split(split, ("train", "val", "test"), "TinyImageNet")
     split = "train" if split == "train" else "val"
     classes = None if classes is None else list(classes)
