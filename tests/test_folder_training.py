@@ -168,3 +168,15 @@ def test_user_recipe_fast_is_the_cifar10_fast_recipe_at_the_users_settings():
     FolderTrainConfig("d", "o", image_size=20)  # resnet9 takes any side >= 8
     with pytest.raises(ValueError, match="multiple of 8"):
         FolderTrainConfig("d", "o", recipe="paper", image_size=20)
+
+
+def test_train_command_offers_the_librarys_recipes_and_precisions():
+    """commands/ writes these choices out (``--help`` imports no torch): they must equal the library's."""
+    from classanchor.cli import build_parser
+    from classanchor.folder_training import USER_RECIPES
+    from classanchor.train import PRECISIONS
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
+    assert choices["recipe"] == USER_RECIPES and choices["precision"] == PRECISIONS
+    assert train.get_default("recipe") == USER_RECIPES[0]
