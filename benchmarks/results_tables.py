@@ -4,7 +4,7 @@ Each folder ``docs/results/<run>/`` holds the small files a ``classanchor benchm
 run wrote: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score
 of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit; trials compared in a later
 run add ``compare_trial{t}.json``, joined here; where a run has no comparison yet, the jobs' own scores from
-their ``result.json``). It prints, per run,
+their ``result.json``, also for a job the comparisons left out). It prints, per run,
 mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
 training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
 equals its ``result.json``::
@@ -42,8 +42,11 @@ def run_tables(folder: Path) -> str:
         any_job = next(iter(results.values()))
         compare = {"dataset": any_job["dataset"], "recipe": any_job["recipe"], "total_epochs": any_job["epochs"],
                    "trials": sorted({t for t, _ in results}), "per_trial": list(results.values())}
-    dataset, trials = compare["dataset"], compare["trials"]
+    dataset = compare["dataset"]
     rows = {(r["job"], r["detector"], r["trial"]): r for r in compare["per_trial"]}
+    for (trial, job), result in results.items():  # a job no comparison scored: its own score (result.json)
+        rows.setdefault((job, result["detector"], trial), result)
+    trials = sorted({t for _, _, t in rows})
     for (trial, job), result in results.items():  # the table and the jobs' own result.json agree
         own = rows[(job, result["detector"], trial)]
         assert math.isclose(own["auroc"], result["auroc"], rel_tol=1e-9), (folder, trial, job)

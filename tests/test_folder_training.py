@@ -16,7 +16,8 @@ import pytest
 from classanchor.cli import main
 from classanchor.metrics import calibrate_threshold
 from classanchor.data.folders import load_user_data
-from classanchor.folder_training import FolderTrainConfig, train_on_folder, user_recipe
+from classanchor import folder_training
+from classanchor.folder_training import MIN_FAST_STEPS, FolderTrainConfig, train_on_folder, user_recipe
 from classanchor.recipes import get_recipe
 
 from .helpers.files import write_image_folder
@@ -145,6 +146,18 @@ def test_bad_training_input_writes_nothing(tmp_path, capsys):
         assert "pip install classanchor[vision]" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def test_the_default_length_comes_from_the_training_split_size(tmp_path, monkeypatch):
+    """train_on_folder sizes the recipe by the training split it read (stopped here by a bad backbone)."""
+    seen = []
+    monkeypatch.setattr(folder_training, "user_recipe", lambda *a: seen.append(a) or user_recipe(*a))
+    data = write_image_folder(tmp_path / "data", per_class=16)
+    config = FolderTrainConfig(data=str(data), out=str(tmp_path / "run"), known=KNOWN, unknown=("blue",),
+                               image_size=16, backbone="no_such_network", device="cpu", **SPLIT)
+    with pytest.raises(ValueError, match="no_such_network"):
+        train_on_folder(config, progress=False)
+    assert seen == [("fast", None, 16, 128, None, True, 24)] and not (tmp_path / "run").exists()
+
+
 def test_user_recipe_paper_splits_epochs_three_to_one_like_the_paper():
     assert [(s.epochs, s.lr) for s in user_recipe("paper").stages] == [(22, 0.01), (8, 0.001)]
     assert [s.epochs for s in user_recipe("paper", 3).stages] == [2, 1]
@@ -162,6 +175,13 @@ def test_user_recipe_fast_is_the_cifar10_fast_recipe_at_the_users_settings():
     r = user_recipe("fast", 4, image_size=48, lr=0.1, flip=False)
     assert [(s.epochs, s.lr, s.schedule) for s in r.stages] == [(4, 0.1, "onecycle")]
     assert r.image_size == 48 and r.flip_p == 0 and not r.test_time_flip and not r.flip_anchor_fit
+    # default length: the fewest epochs of n / batch steps that make MIN_FAST_STEPS, between 15 and 60
+    for n, batch in ((2700, 128), (2700, 64), (700, 32), (40_000, 128), (30, 8), (1, 128)):
+        least = next(e for e in range(1, 10**6) if e * n / batch >= MIN_FAST_STEPS)
+        assert user_recipe(train_images=n, batch_size=batch).total_epochs == min(60, max(15, least)), (n, batch)
+    assert user_recipe(train_images=2700).total_epochs == 48 and user_recipe(train_images=50_000).total_epochs == 15
+    assert user_recipe("fast", 7, train_images=30).total_epochs == 7  # --epochs wins
+    assert user_recipe("paper", train_images=30).total_epochs == 30
     assert FolderTrainConfig("d", "o").recipe == "fast"
     with pytest.raises(ValueError, match="recipe must be one of fast, paper"):
         FolderTrainConfig("d", "o", recipe="slow")

@@ -27,6 +27,7 @@ __all__ = ["USER_RECIPES", "FolderTrainConfig", "train_on_folder", "user_recipe"
 
 #: The recipes ``classanchor train`` offers (:func:`user_recipe`); the first is the default.
 USER_RECIPES = ("fast", "paper")
+MIN_FAST_STEPS = 1000  #: fast recipe's default on a small folder: epochs for this many steps (15-60 epochs)
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,8 @@ class FolderTrainConfig:
         data: the image folder / zip / ``archive.zip/inner/folder`` (one sub-folder per class).
         out: the run folder (config.json, data.json, state.pt, history.json, model/, metrics.json).
         known, unknown: class folder names; known None = every class not in ``unknown``.
-        recipe: ``"fast"`` (default: resnet9, one one-cycle stage) or ``"paper"`` (classifier32, two
-            stages), from CIFAR10's recipes (:func:`user_recipe`). epochs, lr: None = the recipe's (fast 15
-            epochs, peak lr 0.05; paper 30 epochs, lr 0.01).
+        recipe: ``"fast"`` (default) or ``"paper"``, from CIFAR10's recipes (:func:`user_recipe`). epochs,
+            lr: None = the recipe's (fast 15-60 epochs by folder size, peak lr 0.05; paper 30, lr 0.01).
         image_size, channels: every image becomes S x S pixels (classifier32: a multiple of 8) with 1 or 3
             channels (None: 1 if every image is grey).
         backbone, backbone_kwargs: ``models.registry`` name and arguments (None: the recipe's;
@@ -94,15 +94,15 @@ class FolderTrainConfig:
 
 
 def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int = 32, batch_size: int = 128,
-                lr: float | None = None, flip: bool = True) -> Recipe:
+                lr: float | None = None, flip: bool = True, train_images: int | None = None) -> Recipe:
     """The recipe for your own images: CIFAR10's recipe ``name`` (augmentation: RandomResizedCrop scale 0.8-1,
-    flip 0.5, rotation 10 degrees) at ``image_size``, without flips when ``flip`` is False.
-
-    ``fast`` (default; docs/own-images.md): resnet9 width 32, one one-cycle stage of ``epochs`` (default 15)
-    to peak ``lr`` (default 0.05), Nesterov, weight decay 5e-4, test-time mirror averaging. ``paper``:
-    classifier32 (dropout 0.2), weight decay 5e-6, ``epochs`` (default 30) instead of 150 + 50: stage 1 = the
-    first ``max(1, floor(3/4 epochs))`` at ``lr`` (default 0.01), stage 2 = the rest at ``lr / 10`` from stage
-    1's best checkpoint, anchors also fitted on mirrored images."""
+    flip 0.5, rotation 10 degrees) at ``image_size``, without flips when ``flip`` is False. ``fast``
+    (default): resnet9 width 32, one one-cycle stage of ``epochs`` (default: 15, or on ``train_images`` images
+    enough for :data:`MIN_FAST_STEPS` steps, at most 60) to peak ``lr`` (default 0.05), Nesterov, weight decay
+    5e-4, test-time mirror averaging. ``paper``: classifier32 (dropout 0.2), weight decay 5e-6, ``epochs``
+    (default 30) instead of 150 + 50: stage 1 = the first ``max(1, floor(3/4 epochs))`` at ``lr`` (default
+    0.01), stage 2 = the rest at ``lr / 10`` from stage 1's best checkpoint, anchors also fitted on mirrored
+    images."""
     base = get_recipe("CIFAR10", name)
     lr = base.stages[0].lr if lr is None else lr
     if name == "paper":
@@ -110,7 +110,9 @@ def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int =
         first = max(1, (3 * epochs) // 4)
         stages = (Stage(first, lr),) + ((Stage(epochs - first, lr / 10),) if epochs > first else ())
     else:
-        stages = (replace(base.stages[0], epochs=epochs or base.total_epochs, lr=lr),)
+        least = -(-MIN_FAST_STEPS * batch_size // train_images) if train_images else 0  # ceil division
+        epochs = epochs or min(4 * base.total_epochs, max(base.total_epochs, least))
+        stages = (replace(base.stages[0], epochs=epochs, lr=lr),)
     return replace(base, dataset="user images", stages=stages, batch_size=batch_size, image_size=image_size,
                    flip_p=base.flip_p if flip else 0.0, flip_anchor_fit=flip and base.flip_anchor_fit,
                    test_time_flip=flip and base.test_time_flip)
@@ -124,14 +126,14 @@ def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tupl
     if (out / "metrics.json").exists():
         RunFolder.create(out, config)  # raises if the folder holds another config
         return OpenSetPredictor.load(out / "model", device), read_json(out / "metrics.json")
-    recipe = user_recipe(config.recipe, config.epochs, config.image_size, config.batch_size, config.lr,
-                         config.flip)
     start = time.perf_counter()
     data = load_user_data(config.data, config.known, config.unknown, image_size=config.image_size,
                           channels=config.channels, val_fraction=config.val_fraction,
                           test_fraction=config.test_fraction, max_per_class=config.max_per_class,
                           seed=config.seed, progress=progress)
     read_seconds = time.perf_counter() - start
+    recipe = user_recipe(config.recipe, config.epochs, config.image_size, config.batch_size, config.lr,
+                         config.flip, len(data.train))
     backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
     # a wrong backbone or argument fails before anything is written
     build_backbone(backbone, len(data.known_names), data.channels, config.image_size, **backbone_kwargs)
