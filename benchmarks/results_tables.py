@@ -35,18 +35,15 @@ def run_tables(folder: Path) -> str:
     results = {(r["trial"], r["job"]): r for r in map(json.loads, map(Path.read_text,
                                                                        folder.glob("trial*/*/result.json")))}
     studies = [json.loads(path.read_text()) for path in sorted(folder.glob("compare*.json"))]
-    if studies:  # trials compared in separate runs (compare.json, compare_trial2.json, ...) are joined
-        compare = {**studies[0], "trials": sorted({t for s in studies for t in s["trials"]}),
-                   "per_trial": [row for s in studies for row in s["per_trial"]]}
-    else:  # no comparison study (yet): the jobs' own scores only
-        any_job = next(iter(results.values()))
-        compare = {"dataset": any_job["dataset"], "recipe": any_job["recipe"], "total_epochs": any_job["epochs"],
-                   "trials": sorted({t for t, _ in results}), "per_trial": list(results.values())}
-    dataset = compare["dataset"]
-    rows = {(r["job"], r["detector"], r["trial"]): r for r in compare["per_trial"]}
-    for (trial, job), result in results.items():  # a job no comparison scored: its own score (result.json)
+    # trials compared in separate runs (compare.json, compare_trial2.json, ...) are joined; a job no comparison
+    # scored (or every job, before any comparison) adds its own score from its result.json
+    rows = {(r["job"], r["detector"], r["trial"]): r for s in studies for r in s["per_trial"]}
+    for (trial, job), result in results.items():
         rows.setdefault((job, result["detector"], trial), result)
-    trials = sorted({t for _, _, t in rows})
+    any_job = next(iter(results.values()))
+    compare = studies[0] if studies else {"dataset": any_job["dataset"], "recipe": any_job["recipe"],
+                                          "total_epochs": any_job["epochs"]}
+    dataset, trials = compare["dataset"], sorted({t for _, _, t in rows})
     for (trial, job), result in results.items():  # the table and the jobs' own result.json agree
         own = rows[(job, result["detector"], trial)]
         assert math.isclose(own["auroc"], result["auroc"], rel_tol=1e-9), (folder, trial, job)
