@@ -314,6 +314,10 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
+                if scheduler.total_steps != stage.epochs * steps_per_epoch:  # not this run's schedule
+                    raise ValueError(f"{state_path} holds a {scheduler.total_steps}-step one-cycle schedule, this run's "
+                                     f"stage {stage_index + 1} has {stage.epochs * steps_per_epoch} steps (other epochs "
+                                     "or batch size); resume with the same settings, or delete it to start afresh.")
         elif stage_index > 0 and config.restart_from_best and best_state is not None:
             net.load_state_dict(best_state)  # stage 2 restarts from stage 1's best checkpoint
         if stage_index != start_stage or start_epoch == 0:

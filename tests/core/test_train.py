@@ -96,3 +96,27 @@ def test_methods_by_name():
     with pytest.raises(ValueError, match="unknown method"):
         get_method("openmax")
     assert sum(s.epochs for s in CONFIG.stages) == 5
+
+
+def test_resume_under_another_one_cycle_length_is_refused(tmp_path, monkeypatch):
+    import classanchor.train as train_module
+
+    state, original = tmp_path / "state.pt", train_module.validate
+    calls = {"n": 0}
+
+    def killed_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    saved = TrainConfig(stages=(Stage(3, 0.1, "onecycle"),), channels_last=False)
+    monkeypatch.setattr(train_module, "validate", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(_net(), get_method("cac"), *_loaders(), saved, state_path=state, progress=False)
+    monkeypatch.setattr(train_module, "validate", original)
+    longer = TrainConfig(stages=(Stage(8, 0.1, "onecycle"),), channels_last=False)  # 72 images / 16: 5 steps an epoch
+    with pytest.raises(ValueError, match="holds a 15-step one-cycle schedule, this run's stage 1 has 40 steps"):
+        train(_net(), get_method("cac"), *_loaders(), longer, state_path=state, progress=False)
+    resumed = train(_net(), get_method("cac"), *_loaders(), saved, state_path=state, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]  # the same settings resume

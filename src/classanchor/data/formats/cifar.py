@@ -130,24 +130,20 @@ def _read_blobs(layout: _CifarLayout, kind: str, path: Path, split: str) -> dict
     wanted = (*layout.batches[split], layout.meta)
     if kind == "pickle-dir":
         blobs = {m: (path / m).read_bytes() for m in wanted if (path / m).is_file()}
-        missing = [m for m in layout.batches[split] if m not in blobs]
-        if missing:
-            raise DataError(f"{path / missing[0]}: file missing from the {layout.title} python version; "
-                            f"download {layout.tar} again and extract it.")
-        return blobs
-    blobs = {}
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                parent, base = posixpath.split(member.name)
-                if member.isfile() and base in wanted and posixpath.basename(parent) == layout.folder:
-                    blobs[base] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); {REDOWNLOAD}.") from e
+    else:
+        blobs = {}
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                for member in tar:
+                    parent, base = posixpath.split(member.name)
+                    if member.isfile() and base in wanted and posixpath.basename(parent) == layout.folder:
+                        blobs[base] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); {REDOWNLOAD}.") from e
     missing = [m for m in layout.batches[split] if m not in blobs]
     if missing:
-        raise DataError(f"{path}: {', '.join(f'{layout.folder}/{m}' for m in missing)} not in the archive; "
-                        f"this is not the complete official {layout.tar}: download it again.")
+        raise DataError(f"{path}: no {', '.join(missing)} in this {layout.title} python version; download the "
+                        f"complete official {layout.tar} again (and extract it, if you gave its folder).")
     return blobs
 
 
