@@ -34,6 +34,23 @@ def _net():
 CONFIG = TrainConfig(stages=(Stage(3, 0.1), Stage(2, 0.01)), weight_decay=5e-4, channels_last=False)
 
 
+def _kill_at_validation(monkeypatch, n: int):
+    """Make the n-th call of ``validate`` raise KeyboardInterrupt (the process dies in epoch n's validation,
+    after epoch n-1's state was saved); returns the function that undoes the patch."""
+    import classanchor.train as train_module
+
+    original, calls = train_module.validate, {"n": 0}
+
+    def killed(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", killed)
+    return lambda: monkeypatch.setattr(train_module, "validate", original)
+
+
 def test_training_learns_and_keeps_the_best_anchor_loss_epoch():
     net = _net()
     result = train(net, get_method("cac"), *_loaders(), CONFIG, progress=False)
@@ -55,21 +72,10 @@ def test_resume_after_kill_gives_the_same_result(tmp_path, monkeypatch):
     expected = train(reference, get_method("cac"), *_loaders(), CONFIG, progress=False)
 
     state = tmp_path / "state.pt"
-    import classanchor.train as train_module
-
-    calls = {"n": 0}
-    original = train_module.validate
-
-    def killed_after_four_epochs(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt  # the process dies during epoch 5's validation
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", killed_after_four_epochs)
+    undo = _kill_at_validation(monkeypatch, 5)  # the process dies during epoch 5's validation
     with pytest.raises(KeyboardInterrupt):
         train(_net(), get_method("cac"), *_loaders(), CONFIG, state_path=state, progress=False)
-    monkeypatch.setattr(train_module, "validate", original)
+    undo()
     assert torch.load(state, weights_only=False)["stage"] == 1  # epochs 1-4 done: inside stage 2
 
     resumed_net = _net()
@@ -99,22 +105,12 @@ def test_methods_by_name():
 
 
 def test_resume_under_another_one_cycle_length_is_refused(tmp_path, monkeypatch):
-    import classanchor.train as train_module
-
-    state, original = tmp_path / "state.pt", train_module.validate
-    calls = {"n": 0}
-
-    def killed_in_epoch_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
+    state = tmp_path / "state.pt"
     saved = TrainConfig(stages=(Stage(3, 0.1, "onecycle"),), channels_last=False)
-    monkeypatch.setattr(train_module, "validate", killed_in_epoch_two)
+    undo = _kill_at_validation(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train(_net(), get_method("cac"), *_loaders(), saved, state_path=state, progress=False)
-    monkeypatch.setattr(train_module, "validate", original)
+    undo()
     longer = TrainConfig(stages=(Stage(8, 0.1, "onecycle"),), channels_last=False)  # 72 images / 16: 5 steps an epoch
     with pytest.raises(ValueError, match="holds a 15-step one-cycle schedule, this run's stage 1 has 40 steps"):
         train(_net(), get_method("cac"), *_loaders(), longer, state_path=state, progress=False)
