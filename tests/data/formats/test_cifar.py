@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -65,6 +67,19 @@ def test_cifar_bad_and_unsafe_pickles(tmp_path, make):
     (tmp_path / "cifar-10-batches-py/data_batch_3").unlink()
     with pytest.raises(DataError, match="no data_batch_3 in this CIFAR-10 python version"):
         read_cifar10(tmp_path, "train")
+
+
+def test_cifar_tar_missing_batch(tmp_path, make, cache_env):
+    make.cifar(tmp_path, "cifar10")
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "data_batch_3").unlink()
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    shutil.rmtree(folder)
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: no data_batch_3 in this CIFAR-10 python version"):
+        read_cifar10(tmp_path, "train")
+    assert cache_files(cache_env) == []  # nothing half-written
+    assert len(read_cifar10(tmp_path, "test")) == 10  # the test split does not need the missing batch
 
 
 def test_cifar_nothing_found_lists_names(tmp_path):
