@@ -172,7 +172,8 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
         raise ValueError("labels must be in 0..K-1; pass unknown samples as unknown_logits.")
     c = None if anchors is None else to_numpy(anchors).astype(np.float64).reshape(k, k)
     u = None if unknown_logits is None else to_numpy(unknown_logits).astype(np.float64).reshape(-1, k)
-    fig, ax = _figure_and_axes(ax, (6.4, 5.2) if k <= 10 else (7.6, 5.6))
+    ncol = 1 if k <= 24 else 2  # legend columns beside the axes, for more than six classes
+    fig, ax = _figure_and_axes(ax, (6.4, 5.2) if k <= 10 else (7.2 + 2.4 * ncol, 5.6))
     if k == 2:  # the logits themselves
         project = np.asarray
         ax.set(xlabel=f"logit $z_1$ ({class_names[0]})", ylabel=f"logit $z_2$ ({class_names[1]})")
@@ -197,24 +198,23 @@ def logit_space(logits, labels, anchors, class_names: Sequence[str], unknown_log
     pz, yk = project(z[keep]), y[keep]
     for cls in range(k):
         ax.scatter(*pz[yk == cls].T, s=size, color=colors[cls], alpha=0.7, lw=0, zorder=2, rasterized=True)
-    if c is not None:
-        pc = project(c)
-        # hollow stars (class-coloured outline on a black one), so a tight cluster inside stays visible
-        ax.scatter(pc[:, 0], pc[:, 1], s=320, marker="*", facecolors="none", edgecolors="k", lw=3.0, zorder=4)
-        ax.scatter(pc[:, 0], pc[:, 1], s=320, marker="*", facecolors="none", edgecolors=colors, lw=1.4,
-                   zorder=5)
+    if c is not None:  # hollow stars (class-coloured outline on a black one): a tight cluster inside shows
+        for edge, line_width, order in (("k", 3.0, 4), (colors, 1.4, 5)):
+            ax.scatter(*project(c).T, s=320, marker="*", facecolors="none", edgecolors=edge, lw=line_width,
+                       zorder=order)
     ax.set_title(_wrap(title or ("Logit space" if k == 2 else f"Logit space ({k} classes, PCA projection)"),
                        fig.get_figwidth() * 0.95))
     ax.grid(alpha=0.3)
-    handles = [Line2D([], [], marker="o", ls="", color=colors[i], label=class_names[i]) for i in range(k)]
+    handles = [Line2D([], [], marker="o", ls="", color=colors[i], label=name if len(name) <= 28 else
+                      name[:27].rstrip(", ") + "…") for i, name in enumerate(class_names)]  # WordNet: 60+
     if u is not None and len(u):
         handles.insert(0, Line2D([], [], marker="x", ls="", color=UNKNOWN_COLOR, label="unknown"))
     if c is not None:
         handles.append(Line2D([], [], marker="*", ls="", markersize=14, markerfacecolor="none",
                               markeredgecolor="k", markeredgewidth=1.5, label=anchor_label))
-    if legend:  # more than six classes: beside the axes, in two columns beyond twelve
+    if legend:
         placement = ({"loc": "best", "framealpha": 0.9} if k <= 6 else
-                     {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "ncol": 1 if k <= 12 else 2})
+                     {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "ncol": ncol})
         ax.legend(handles=handles, fontsize="small", **placement)
     return fig
 

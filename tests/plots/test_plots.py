@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -96,8 +97,23 @@ def test_every_plot_renders_to_a_valid_png(name, tmp_path):
     for ax in data_axes:  # an axis with tick labels has a name
         assert ax.get_xlabel() or not any(t.get_text() for t in ax.get_xticklabels()), ax
         assert ax.get_ylabel() or not any(t.get_text() for t in ax.get_yticklabels()), ax
-    path = plots.save_figure(fig, tmp_path / f"{name}.png")
+    with warnings.catch_warnings():  # e.g. "constrained_layout not applied because axes sizes collapsed"
+        warnings.simplefilter("error")
+        path = plots.save_figure(fig, tmp_path / f"{name}.png")
     check_png(path)
+
+
+def test_logit_space_legend_of_twenty_long_class_names_leaves_the_plot_its_room(tmp_path):
+    rng = np.random.default_rng(4)
+    names = [f"class {i}, a WordNet synonym set with a long Latin name, Genus species" for i in range(20)]
+    y = rng.integers(0, 20, 500)
+    fig = plots.logit_space(10 * np.eye(20)[y] + rng.normal(0, 3, (500, 20)), y, 10 * np.eye(20), names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.save_figure(fig, tmp_path / "logit_k20.png", dpi=60)
+    assert fig.axes[0].get_position().width > 0.5  # the legend beside it takes less than half the width
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0] == "class 0, a WordNet synonym…" and max(map(len, labels)) <= 28
 
 
 def test_save_figure_is_atomic_readable_and_closes_pyplot_figures(tmp_path):
