@@ -291,3 +291,9 @@ def test_roc_log_panel_and_titled_image_rows():
                             ("empty row", np.zeros((0, 8, 8), np.uint8), [])])
     assert [ax.get_xlabel() for ax in fig.axes if ax.images] == ["true: a\npredicted: b", "c"]
     assert [sub._suptitle.get_text() for sub in fig.subfigs] == ["first row", "empty row"]
+
+    atm = "cash machine, cash dispenser, automated teller machine, automatic teller machine, automated teller"
+    fig = plots.image_rows([("WordNet", images[:1], [f"true: {atm}\nscore 1.25"])], cell_inches=1.6)
+    caption = [ax.get_xlabel() for ax in fig.axes if ax.images][0].split("\n")
+    assert caption[-1] == "score 1.25" and len(caption) == 4 and max(map(len, caption)) <= 17
+    assert " ".join(caption[:-1]) == "true: cash machine, cash dispenser, …"

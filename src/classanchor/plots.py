@@ -514,7 +514,7 @@ def extremes(scores, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _captioned(images, captions: Sequence[str], what: str, cell_inches: float) -> tuple[np.ndarray, list]:
     """uint8 (N, H, W) or (N, H, W, C) with C in {1, 3, 4} as (N, H, W) grey or (N, H, W, 3|4), and the
-    captions wrapped to the cell (line breaks kept)."""
+    captions wrapped to the cell (line breaks kept), three wrapped lines at most per line (WordNet: "…")."""
     imgs = to_numpy(images)
     if imgs.ndim == 4 and imgs.shape[-1] == 1:
         imgs = imgs[..., 0]
@@ -522,8 +522,8 @@ def _captioned(images, captions: Sequence[str], what: str, cell_inches: float) -
         raise ValueError(f"{what} must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {imgs.shape}.")
     if len(captions) != len(imgs):
         raise ValueError(f"{len(imgs)} {what} but {len(captions)} captions.")
-    width = max(12, int(cell_inches * 11))
-    return imgs, ["\n".join(textwrap.fill(line, width) for line in c.splitlines()) for c in captions]
+    wrapper = textwrap.TextWrapper(max(12, int(cell_inches * 11)), max_lines=3, placeholder=" …")
+    return imgs, ["\n".join(map(wrapper.fill, c.splitlines())) for c in captions]
 
 
 def _draw_images(axes, imgs: np.ndarray, captions: Sequence[str]) -> None:
