@@ -1,8 +1,8 @@
-"""Training and evaluation throughput of a backbone (``--backbone``, default classifier32): the library's
-pipeline against the compute limit and against a conventional per-sample DataLoader, in one process.
+"""Training and evaluation throughput of a backbone: the library's pipeline against the compute limit and
+against a conventional per-sample DataLoader, in one process.
 
-For each case (32 px with 1 channel as MNIST, 32 px with 3 channels as CIFAR, 64 px with 3 channels as
-TinyImageNet) and for training and evaluation, images/s of
+For each case (1 channel as MNIST, 3 channels at 32 px as CIFAR, 3 channels at 64 px as TinyImageNet) and for
+training and evaluation, images/s of
 
 - ``a``    the library: :class:`classanchor.data.loader.DeviceLoader` (uint8 split on the device, batched
            augmentation) + :func:`classanchor.train.train_step` (CAC loss, SGD) exactly as ``train()`` runs
@@ -18,13 +18,20 @@ TinyImageNet) and for training and evaluation, images/s of
            processes, batches moved to the device; network in the default memory format; evaluation with the
            same per-sample resize + normalise at the training batch size.
 
+The network of each case is by default the one ``classanchor train`` and the ``fast`` benchmark recipes
+train (``--backbone fast``: resnet9 at the recipe's width and input side, e.g. 28 px for MNIST); ``--backbone
+classifier32`` (the paper's network, MNIST resized to 32 px) or any registry name times that network instead.
+The process keeps freed memory as the ``classanchor`` command does
+(:func:`classanchor.cpu_memory.keep_freed_memory`), so a and c share the allocator and a/c measures the
+pipelines alone (``benchmarks/cpu_allocator.py`` measures the allocator setting).
+
 Each pipeline is warmed up once (c: until the workers' prefetch queue is full), then timed over ``--steps``
 training steps and ``--eval-images`` evaluation images (64 px: a quarter of both, at least 2 steps), ``--repeats`` times with
 the pipelines interleaved; the table shows medians. Timings are only honest on an otherwise idle machine:
 run it under the shared lock::
 
     flock /tmp/classanchor-cpu.lock .venv/bin/python benchmarks/speed.py
-    flock /tmp/classanchor-cpu.lock .venv/bin/python benchmarks/speed.py --cases mnist --compile
+    flock /tmp/classanchor-cpu.lock .venv/bin/python benchmarks/speed.py --cases mnist --backbone classifier32
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -45,17 +52,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from classanchor import CACNet, get_method
+from classanchor.cpu_memory import keep_freed_memory
 from classanchor.data.augment import AugmentSpec
 from classanchor.data.loader import DeviceLoader
 from classanchor.data.preprocess import Preprocessing
 from classanchor.evaluate import network_logits
 from classanchor.models.registry import build_backbone
+from classanchor.recipes import get_recipe
 from classanchor.train import Stage, TrainConfig, bf16_is_fast, prepare_network, train_step, use_channels_last
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
+    dataset: str  # whose fast recipe gives the network of ``--backbone fast``
     channels: int
     source: int  # stored image side (MNIST 28 px is resized to 32)
     size: int  # network input side
@@ -64,10 +74,10 @@ class Case:
 
 
 CASES = {
-    "mnist": Case("32 px, 1 ch (MNIST)", 1, 28, 32, 6, AugmentSpec(32, 0.7, 0.0, 0.0, (0.13,), (0.31,))),
-    "cifar": Case("32 px, 3 ch (CIFAR)", 3, 32, 32, 6,
+    "mnist": Case("32 px, 1 ch (MNIST)", "MNIST", 1, 28, 32, 6, AugmentSpec(32, 0.7, 0.0, 0.0, (0.13,), (0.31,))),
+    "cifar": Case("32 px, 3 ch (CIFAR)", "CIFAR10", 3, 32, 32, 6,
                   AugmentSpec(32, 0.8, 0.5, 10.0, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))),
-    "tiny": Case("64 px, 3 ch (TinyImageNet)", 3, 64, 64, 20,
+    "tiny": Case("64 px, 3 ch (TinyImageNet)", "TinyImageNet", 3, 64, 64, 20,
                  AugmentSpec(64, 0.7, 0.5, 20.0, (0.48, 0.45, 0.40), (0.28, 0.27, 0.28))),
 }
 
@@ -319,6 +329,19 @@ def conventional_pipeline(case, images, labels, args, device) -> Pipeline:
     return pipeline
 
 
+def network_of(case: Case, args) -> tuple[Case, argparse.Namespace]:
+    """The case and arguments with ``--backbone fast`` resolved: the network and input side of the case's
+    ``fast`` recipe (MNIST: resnet9 width 16 at 28 px)."""
+    if args.backbone != "fast":
+        return case, args
+    recipe = get_recipe(case.dataset, "fast")
+    size, kwargs = recipe.image_size, dict(recipe.backbone_kwargs)
+    case = replace(case, name=f"{size} px, {case.channels} ch ({case.dataset}, {recipe.backbone} width "
+                              f"{kwargs.get('width', '-')})", size=size, spec=replace(case.spec, size=size))
+    return case, argparse.Namespace(**{**vars(args), "backbone": recipe.backbone,
+                                       "backbone_kwargs": json.dumps(kwargs)})
+
+
 def run_case(case: Case, args, device: torch.device) -> list[Pipeline]:
     area = (32 / case.size) ** 2  # 64 px costs four times as much per image: a quarter of the work
     steps = args.steps if area == 1 else max(min(2, args.steps), round(args.steps * area))
@@ -413,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-batch-size", type=int, default=1000, help="library evaluation batch")
     parser.add_argument("--eval-images", type=int, default=1000, help="images per evaluation repeat (64 px: a quarter)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of pipeline c")
-    parser.add_argument("--backbone", default="classifier32", help="registry name (default classifier32)")
+    parser.add_argument("--backbone", default="fast",
+                        help="registry name, or fast (default): each case's fast-recipe network and input side")
     parser.add_argument("--backbone-kwargs", default="{}", help='JSON arguments, e.g. \'{"width": 32}\'')
     parser.add_argument("--compile", action="store_true", help="also time the library with torch.compile")
     parser.add_argument("--loader-only", action="store_true",
@@ -421,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-bf16", action="store_true",
                         help="also time bfloat16 autocast on the CPU (always timed on CUDA and where it is the default)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the classanchor command does, for every pipeline of this process alike
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.steps is None:
@@ -434,11 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in (k.strip() for k in args.cases.split(",") if k.strip()):
         if key not in CASES:
             parser.error(f"unknown case {key!r}; choose from {', '.join(CASES)}")
-        print(f"measuring {CASES[key].name} ...", flush=True)
-        results.append((CASES[key], run_case(CASES[key], args, device)))
+        case, case_args = network_of(CASES[key], args)
+        print(f"measuring {case.name} ...", flush=True)
+        results.append((case, run_case(case, case_args, device)))
     print()
     print(environment(device))
-    print(f"backbone {args.backbone} {args.backbone_kwargs}")
+    print(f"backbone {args.backbone}" + ("" if args.backbone == "fast" else f" {args.backbone_kwargs}"))
     print(f"batch {args.batch_size}, eval batch {args.eval_batch_size} (c: {args.batch_size}), {args.repeats} "
           f"repeats of {args.steps} steps (64 px: fewer) and {args.eval_images} eval images, c with "
           f"{args.workers} workers")

@@ -15,11 +15,24 @@ def test_speed_script_measures_every_pipeline_and_prints_positive_ratios(capsys)
     speed = load_script("speed")
     assert speed.main(["--cases", "mnist", "--repeats", "1", "--steps", "1", "--batch-size", "8",
                        "--eval-batch-size", "32", "--eval-images", "64", "--workers", "0"]) in (0, None)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32 px")]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 28 px, 1 ch (MNIST, resnet9 width 16)")]
     assert [row.split("|")[2].strip() for row in rows] == ["train", "eval"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")][2:]
         assert all(re.fullmatch(r"\d+(\.\d+)?", c) and float(c) > 0 for c in cells), row
+
+
+@pytest.mark.slow
+def test_cpu_allocator_script_times_both_settings_in_fresh_processes(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports speed.py beside it, as when run directly
+    allocator = load_script("cpu_allocator")
+    assert allocator.main(["--cases", "cifar", "--backbone", "classifier32", "--repeats", "1", "--steps", "1",
+                           "--batch-size", "8", "--eval-images", "32"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32 px, 3 ch (CIFAR)")]
+    assert [row.split("|")[2].strip() for row in rows] == ["train", "eval"]
+    for row in rows:
+        default, kept, ratio = (float(c) for c in row.strip("|").split("|")[2:])
+        assert default > 0 and kept > 0 and ratio == pytest.approx(kept / default, rel=0.03), row
 
 
 RESULTS = SCRIPTS.parent / "docs" / "results"

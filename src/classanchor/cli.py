@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ._version import __version__
+from .cpu_memory import keep_freed_memory
 
 __all__ = ["build_parser", "main"]
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as err:

@@ -60,7 +60,10 @@ def _call(function: Callable[..., Any], args: tuple, threads: int) -> Any:
     """A job inside a Ray worker: torch uses the CPUs the task asked for."""
     import torch
 
+    from .cpu_memory import keep_freed_memory
+
     torch.set_num_threads(threads)
+    keep_freed_memory()
     return function(*args)
 
 
