@@ -32,7 +32,9 @@ def test_cpu_allocator_script_times_both_settings_in_fresh_processes(capsys, mon
     assert [row.split("|")[2].strip() for row in rows] == ["train", "eval"]
     for row in rows:
         default, kept, ratio = (float(c) for c in row.strip("|").split("|")[2:])
-        assert default > 0 and kept > 0 and ratio == pytest.approx(kept / default, rel=0.03), row
+        # the rates are printed rounded to whole images/s, the ratio from the unrounded rates
+        assert default > 0 and kept > 0 and (kept - 0.5) / (default + 0.5) - 0.005 <= ratio, row
+        assert ratio <= (kept + 0.5) / (default - 0.5) + 0.005, row
 
 
 RESULTS = SCRIPTS.parent / "docs" / "results"
