@@ -15,7 +15,8 @@ def test_speed_script_measures_every_pipeline_and_prints_positive_ratios(capsys)
     speed = load_script("speed")
     assert speed.main(["--cases", "mnist", "--repeats", "1", "--steps", "1", "--batch-size", "8",
                        "--eval-batch-size", "32", "--eval-images", "64", "--workers", "0"]) in (0, None)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 28 px, 1 ch (MNIST, resnet9 width 16)")]
+    mnist_fast = "| 28 px, 1 ch (MNIST, resnet9 width 16)"  # the MNIST fast recipe's network at its input side
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(mnist_fast)]
     assert [row.split("|")[2].strip() for row in rows] == ["train", "eval"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")][2:]

@@ -33,4 +33,5 @@ def keep_freed_memory() -> bool:
     if platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
-    return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) & bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
+    done = [mallopt(option, KEEP_BYTES) for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD)]  # both, always
+    return all(done)

@@ -18,6 +18,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .cpu_memory import keep_freed_memory
+
 __all__ = ["EXECUTORS", "InProcess", "Job", "JobsFailed", "RayExecutor", "make_executor"]
 
 EXECUTORS = ("local", "ray")
@@ -57,10 +59,9 @@ class InProcess:
 
 
 def _call(function: Callable[..., Any], args: tuple, threads: int) -> Any:
-    """A job inside a Ray worker: torch uses the CPUs the task asked for."""
+    """A job inside a Ray worker: torch uses the CPUs the task asked for and keeps freed memory, as the
+    ``classanchor`` command does."""
     import torch
-
-    from .cpu_memory import keep_freed_memory
 
     torch.set_num_threads(threads)
     keep_freed_memory()
