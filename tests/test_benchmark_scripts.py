@@ -72,3 +72,39 @@ def test_time_to_quality_plots_committed_runs_at_their_measured_or_reference_tim
     assert f"{result['auroc']:.4f}" in printed and out.stat().st_size > 10_000
     durations = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + rows["history"], rows["history"])]
     assert f"epochs x {sorted(durations)[len(durations) // 2]:.1f} s" in printed  # odd count: the middle one
+
+
+def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unknown_ones(tmp_path, capsys):
+    """benchmarks/recipe_variant.py: the benchmark's job with recipe fields changed, in config.json."""
+    import json
+
+    from classanchor.recipes import get_recipe
+
+    from .data.conftest import make_mnist
+
+    variant = load_script("recipe_variant")
+    make_mnist(tmp_path / "data", per_class=(10, 4))
+    out = tmp_path / "run"
+    args = ["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-progress",
+            "--set", "epochs=2", "--set", "weight_decay=0.002", "--set", "width=4", "--set", "lr=0.02"]
+    assert variant.main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    job = out / "trial0" / "cac"
+    result = json.loads((job / "result.json").read_text())
+    assert printed["accuracy"] == result["accuracy"] and printed["auroc"] == result["auroc"]
+    assert result["backbone_kwargs"] == {"width": 4} and result["epochs"] == 2
+    history = json.loads((job / "history.json").read_text())
+    assert len(history) == 2 and 0 < max(h["lr"] for h in history) <= 0.02
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["changes"] == {"epochs": 2, "weight_decay": 0.002, "width": 4, "lr": 0.02}
+    fast = get_recipe("MNIST", "fast")
+    recipe = config["varied_recipe"]
+    assert recipe["weight_decay"] == 0.002 and recipe["stages"][0]["lr"] == 0.02
+    assert recipe["batch_size"] == fast.batch_size and recipe["stages"][0]["schedule"] == "onecycle"
+    with pytest.raises(ValueError, match="weight_decay"):  # the message lists the fields to change
+        variant.main(["MNIST", "--out", str(tmp_path / "other"), "--set", "wd=0.1"])
+    with pytest.raises(ValueError, match="not an integer"):
+        variant.main(["MNIST", "--out", str(tmp_path / "other"), "--set", "epochs=2.5"])
+    with pytest.raises(ValueError, match="one-stage"):
+        variant.vary(get_recipe("MNIST", "paper"), {"epochs": 3})
+    assert not (tmp_path / "other").exists()

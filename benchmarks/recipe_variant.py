@@ -1,0 +1,107 @@
+"""One benchmark job (dataset, trial, method) with a recipe changed in named fields: the recipe searches of
+docs/results.md, with the benchmark's own splits, seeds, training and evaluation
+(:func:`classanchor.benchmark.run_job`).
+
+::
+
+    flock /tmp/classanchor-cpu.lock .venv/bin/python benchmarks/recipe_variant.py CIFAR10 --trial 0 \\
+        --data-root ../shared/data --set weight_decay=0.002 --out runs/cifar10_t0_wd2e-3
+
+``--set FIELD=VALUE`` (repeatable) changes a number of the recipe (:class:`classanchor.recipes.Recipe`:
+``weight_decay``, ``batch_size``, ``scale_min``, ``flip_p``, ``rotation_deg``, ``momentum``,
+``label_smoothing``, ...), of its one training stage (``epochs``, ``lr``, ``warmup_fraction``; fast recipes
+have one stage) or of its network (``width``). The run folder holds ``config.json`` (the settings, the changed
+fields, the whole resulting recipe, library version and git commit) and ``trial{T}/{job}/`` with
+``result.json``, ``history.json``, ``logits.npz`` and the resumable ``state.pt``, as ``classanchor benchmark``
+writes them: a killed run continues where it stopped, a finished one is not retrained, and reopening the
+folder with other fields is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from classanchor.benchmark import RunSettings, job_dir, run_job
+from classanchor.cpu_memory import keep_freed_memory
+from classanchor.data.splits import build_trial, get_benchmark, get_trial
+from classanchor.io import RunFolder
+from classanchor.methods import get_method
+from classanchor.recipes import Recipe, get_recipe
+
+STAGE_FIELDS = ("epochs", "lr", "warmup_fraction")
+NETWORK_FIELDS = ("width",)
+
+
+def _number_fields(cls) -> dict[str, type]:
+    return {f.name: f.type for f in dataclasses.fields(cls) if f.type in ("int", "float", int, float)}
+
+
+def parse_settings(pairs: list[str]) -> dict[str, float | int]:
+    """``["weight_decay=0.002", "epochs=10"]`` -> ``{"weight_decay": 0.002, "epochs": 10}``; names checked."""
+    recipe_fields = _number_fields(Recipe)
+    known = sorted({*recipe_fields, *STAGE_FIELDS, *NETWORK_FIELDS})
+    changes: dict[str, float | int] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"--set {pair!r}: expected FIELD=NUMBER with FIELD one of {', '.join(known)}.")
+        integer = name in ("epochs", "width") or recipe_fields.get(name) in ("int", int)
+        try:
+            changes[name] = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"--set {pair!r}: {text!r} is not {kind}.") from None
+    return changes
+
+
+def vary(recipe: Recipe, changes: dict[str, float | int]) -> Recipe:
+    """``recipe`` with the given fields changed (stage fields need a one-stage recipe)."""
+    stage_changes = {k: v for k, v in changes.items() if k in STAGE_FIELDS}
+    if stage_changes and len(recipe.stages) != 1:
+        raise ValueError(f"{', '.join(stage_changes)} change a one-stage recipe; {recipe.dataset} "
+                         f"{recipe.name!r} has {len(recipe.stages)} stages.")
+    stages = (dataclasses.replace(recipe.stages[0], **stage_changes),) if stage_changes else recipe.stages
+    network = dict(recipe.backbone_kwargs)
+    network.update({k: v for k, v in changes.items() if k in NETWORK_FIELDS})
+    fields = {k: v for k, v in changes.items() if k not in STAGE_FIELDS and k not in NETWORK_FIELDS}
+    network_kwargs = tuple(sorted(network.items()))
+    return dataclasses.replace(recipe, stages=stages, backbone_kwargs=network_kwargs, **fields)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--trial", type=int, default=0)
+    parser.add_argument("--method", default="cac")
+    parser.add_argument("--recipe", default="fast", help="the recipe to change (default: fast)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="changes")
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--out", required=True, help="run folder (resumable)")
+    parser.add_argument("--precision", default="float32", choices=("auto", "float32", "bf16"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    keep_freed_memory()  # as the classanchor command does
+    dataset = get_benchmark(args.dataset).name
+    changes = parse_settings(args.changes)
+    recipe = vary(get_recipe(dataset, args.recipe), changes)
+    method = get_method(args.method)
+    settings = RunSettings(dataset, args.data_root, args.out, trials=(args.trial,), recipe=args.recipe,
+                           seed=args.seed, device=args.device, precision=args.precision)
+    data = build_trial(get_trial(dataset, args.trial), args.data_root, seed=args.seed,
+                       progress=not args.no_progress)  # read before the folder is written
+    RunFolder.create(args.out, {**dataclasses.asdict(settings), "method": method.name, "changes": changes,
+                                "varied_recipe": dataclasses.asdict(recipe)})
+    result = run_job(data, recipe, method, job_dir(args.out, args.trial, method), settings,
+                     progress=not args.no_progress)
+    summary = {key: result[key] for key in ("dataset", "trial", "job", "accuracy", "auroc", "best_epoch",
+                                            "epochs", "train_seconds", "eval_seconds", "precision", "cpu")}
+    print(json.dumps({**summary, "changes": changes}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
