@@ -29,25 +29,29 @@ from classanchor.data.splits import build_trial, get_benchmark, get_trial
 from classanchor.io import RunFolder
 from classanchor.methods import get_method
 from classanchor.recipes import Recipe, get_recipe
-
-STAGE_FIELDS = ("epochs", "lr", "warmup_fraction")
-NETWORK_FIELDS = ("width",)
+from classanchor.train import Stage
 
 
-def _number_fields(cls) -> dict[str, type]:
-    return {f.name: f.type for f in dataclasses.fields(cls) if f.type in ("int", "float", int, float)}
+def _number_fields(cls) -> dict[str, bool]:
+    """Name -> is an integer, for the int and float fields of a dataclass."""
+    numbers = ("int", "float", int, float)
+    return {f.name: f.type in ("int", int) for f in dataclasses.fields(cls) if f.type in numbers}
+
+
+STAGE_FIELDS = tuple(_number_fields(Stage))  # epochs, lr, warmup_fraction
+NETWORK_FIELDS = {"width": True}
+FIELDS = {**_number_fields(Recipe), **_number_fields(Stage), **NETWORK_FIELDS}
 
 
 def parse_settings(pairs: list[str]) -> dict[str, float | int]:
     """``["weight_decay=0.002", "epochs=10"]`` -> ``{"weight_decay": 0.002, "epochs": 10}``; names checked."""
-    recipe_fields = _number_fields(Recipe)
-    known = sorted({*recipe_fields, *STAGE_FIELDS, *NETWORK_FIELDS})
     changes: dict[str, float | int] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
-        if not sep or name not in known:
-            raise ValueError(f"--set {pair!r}: expected FIELD=NUMBER with FIELD one of {', '.join(known)}.")
-        integer = name in ("epochs", "width") or recipe_fields.get(name) in ("int", int)
+        if not sep or name not in FIELDS:
+            choices = ", ".join(sorted(FIELDS))
+            raise ValueError(f"--set {pair!r}: expected FIELD=NUMBER with FIELD one of {choices}.")
+        integer = FIELDS[name]
         try:
             changes[name] = int(text) if integer else float(text)
         except ValueError:
