@@ -14,7 +14,9 @@ have one stage) or of its network (``width``). The run folder holds ``config.jso
 fields, the whole resulting recipe, library version and git commit) and ``trial{T}/{job}/`` with
 ``result.json``, ``history.json``, ``logits.npz`` and the resumable ``state.pt``, as ``classanchor benchmark``
 writes them: a killed run continues where it stopped, a finished one is not retrained, and reopening the
-folder with other fields is refused.
+folder with other fields is refused. ``--detectors max_logit,msp`` also scores the network with other detectors
+(``classanchor.detectors``, fitted on the saved logits as ``classanchor compare`` does, which refuses variant
+folders) into ``trial{T}/{job}/detectors.json``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 from classanchor.benchmark import RunSettings, job_dir, run_job
 from classanchor.cpu_memory import keep_freed_memory
 from classanchor.data.splits import build_trial, get_benchmark, get_trial
-from classanchor.io import RunFolder
+from classanchor.detectors import make_detector
+from classanchor.evaluate import load_logits, open_set_evaluation
+from classanchor.io import RunFolder, write_json
 from classanchor.methods import get_method
+from classanchor.pipeline import ACCEPT_RATE
 from classanchor.recipes import Recipe, get_recipe
 from classanchor.train import Stage
 
@@ -74,6 +80,19 @@ def vary(recipe: Recipe, changes: dict[str, float | int]) -> Recipe:
     return dataclasses.replace(recipe, stages=stages, backbone_kwargs=network_kwargs, **fields)
 
 
+def score_with_detectors(job_folder: Path, detectors: list[str]) -> dict[str, dict]:
+    """{detector: open-set report without the confusion} of a finished job's ``logits.npz`` (threshold
+    calibrated on the known validation logits at the benchmark's accept rate), written to ``detectors.json``."""
+    logits = load_logits(job_folder / "logits.npz")
+    reports = {}
+    for name in detectors:
+        report = open_set_evaluation(logits, name, accept_rate=ACCEPT_RATE)
+        report.pop("unknown_confusion", None)
+        reports[name] = report
+    write_json(job_folder / "detectors.json", reports)
+    return reports
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset")
@@ -86,12 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="float32", choices=("auto", "float32", "bf16"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--detectors", default="", help="comma-separated detectors to score the network with "
+                        "besides its own (e.g. max_logit,msp for cross-entropy)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the classanchor command does
     dataset = get_benchmark(args.dataset).name
     changes = parse_settings(args.changes)
     recipe = vary(get_recipe(dataset, args.recipe), changes)
+    detectors = [name for name in args.detectors.split(",") if name]
+    for name in detectors:
+        make_detector(name)  # an unknown name fails here, naming the choices, before any training
     method = get_method(args.method)
     settings = RunSettings(dataset, args.data_root, args.out, trials=(args.trial,), recipe=args.recipe,
                            seed=args.seed, device=args.device, precision=args.precision)
@@ -99,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                        progress=not args.no_progress)  # read before the folder is written
     RunFolder.create(args.out, {**dataclasses.asdict(settings), "method": method.name, "changes": changes,
                                 "varied_recipe": dataclasses.asdict(recipe)})
-    result = run_job(data, recipe, method, job_dir(args.out, args.trial, method), settings,
-                     progress=not args.no_progress)
+    folder = job_dir(args.out, args.trial, method)
+    result = run_job(data, recipe, method, folder, settings, progress=not args.no_progress)
     summary = {key: result[key] for key in ("dataset", "trial", "job", "accuracy", "auroc", "best_epoch",
                                             "epochs", "train_seconds", "eval_seconds", "precision", "cpu")}
-    print(json.dumps({**summary, "changes": changes}))
+    reports = score_with_detectors(folder, detectors) if detectors else {}
+    scored = {"detector_auroc": {name: report["auroc"] for name, report in reports.items()}} if reports else {}
+    print(json.dumps({**summary, "changes": changes, **scored}))
     return 0
 
 

@@ -78,7 +78,11 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
     """benchmarks/recipe_variant.py: the benchmark's job with recipe fields changed, in config.json."""
     import json
 
+    from sklearn.metrics import roc_auc_score
+
+    from classanchor.evaluate import load_logits
     from classanchor.recipes import get_recipe
+    from classanchor.studies import StudyConfig, run_compare
 
     from .data.conftest import make_mnist
 
@@ -86,12 +90,22 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
     make_mnist(tmp_path / "data", per_class=(10, 4))
     out = tmp_path / "run"
     args = ["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-progress",
-            "--set", "epochs=2", "--set", "weight_decay=0.002", "--set", "width=4", "--set", "lr=0.02"]
+            "--set", "epochs=2", "--set", "weight_decay=0.002", "--set", "width=4", "--set", "lr=0.02",
+            "--detectors", "max_logit,cac"]
     assert variant.main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     job = out / "trial0" / "cac"
     result = json.loads((job / "result.json").read_text())
     assert printed["accuracy"] == result["accuracy"] and printed["auroc"] == result["auroc"]
+    # --detectors: scored on the saved logits; max logit by hand (score -max_k z_k, unknown = positive class)
+    scores = json.loads((job / "detectors.json").read_text())
+    logits = load_logits(job / "logits.npz")
+    by_hand = roc_auc_score(logits.test_labels.numpy() < 0, -logits.test.max(dim=1).values.numpy())
+    assert scores["max_logit"]["auroc"] == pytest.approx(by_hand, abs=1e-9)
+    assert printed["detector_auroc"] == {"max_logit": scores["max_logit"]["auroc"], "cac": scores["cac"]["auroc"]}
+    assert scores["cac"]["auroc"] == pytest.approx(result["auroc"], abs=1e-6)  # the job's own score again
+    with pytest.raises(ValueError, match="changed recipe"):  # a study would train missing jobs unchanged
+        run_compare(StudyConfig("MNIST", str(tmp_path / "data"), str(out), trials=(0,), recipe="fast"))
     assert result["backbone_kwargs"] == {"width": 4} and result["epochs"] == 2
     history = json.loads((job / "history.json").read_text())
     assert len(history) == 2 and 0 < max(h["lr"] for h in history) <= 0.02
@@ -103,6 +117,8 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
     assert recipe["batch_size"] == fast.batch_size and recipe["stages"][0]["schedule"] == "onecycle"
     with pytest.raises(ValueError, match="weight_decay"):  # the message lists the fields to change
         variant.main(["MNIST", "--out", str(tmp_path / "other"), "--set", "wd=0.1"])
+    with pytest.raises(ValueError, match="max_logit"):  # an unknown detector: refused before training
+        variant.main(["MNIST", "--out", str(tmp_path / "other"), "--detectors", "maxlogit"])
     with pytest.raises(ValueError, match="not an integer"):
         variant.main(["MNIST", "--out", str(tmp_path / "other"), "--set", "epochs=2.5"])
     with pytest.raises(ValueError, match="one-stage"):

@@ -122,7 +122,13 @@ def _open_folder(config: StudyConfig, name: str, parameters: dict) -> Path:
     training = config.training()
     records = [(p.name, read_json(p).get("training", {})) for p in sorted(folder.glob("study_*.json"))]
     if (folder / "config.json").exists():
-        records.insert(0, ("config.json", read_json(folder / "config.json").get("config", {})))
+        benchmark_config = read_json(folder / "config.json").get("config", {})
+        if benchmark_config.get("changes"):  # written by benchmarks/recipe_variant.py
+            raise ValueError(f"{folder} holds a network trained with a changed recipe "
+                             f"({benchmark_config['changes']}), which a study would mix with networks of the "
+                             "unchanged one; score it with benchmarks/recipe_variant.py --detectors, or use "
+                             "another --out folder.")
+        records.insert(0, ("config.json", benchmark_config))
     for source, recorded in records:
         if "dataset" in recorded:
             recorded = {**recorded, "dataset": get_benchmark(recorded["dataset"]).name}
