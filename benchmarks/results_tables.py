@@ -4,7 +4,8 @@ Each folder ``docs/results/<run>/`` holds the small files a ``classanchor benchm
 run wrote: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``, ``compare.json`` (every score
 of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit; trials compared in a later
 run add ``compare_trial{t}.json``, joined here; where a run has no comparison yet, the jobs' own scores from
-their ``result.json``, also for a job the comparisons left out). It prints, per run,
+their ``result.json``, also for a job the comparisons left out; a job scored by ``benchmarks/recipe_variant.py
+--detectors`` adds the scores of its ``detectors.json``). It prints, per run,
 mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
 training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
 equals its ``result.json``::
@@ -40,6 +41,9 @@ def run_tables(folder: Path) -> str:
     rows = {(r["job"], r["detector"], r["trial"]): r for s in studies for r in s["per_trial"]}
     for (trial, job), result in results.items():
         rows.setdefault((job, result["detector"], trial), result)
+        scored = folder / f"trial{trial}" / job / "detectors.json"
+        for detector, report in (json.loads(scored.read_text()) if scored.exists() else {}).items():
+            rows.setdefault((job, detector, trial), report)
     any_job = next(iter(results.values()))
     compare = studies[0] if studies else {"dataset": any_job["dataset"], "recipe": any_job["recipe"],
                                           "total_epochs": any_job["epochs"]}
