@@ -17,7 +17,8 @@ from classanchor.cli import main
 from classanchor.metrics import calibrate_threshold
 from classanchor.data.folders import load_user_data
 from classanchor import folder_training
-from classanchor.folder_training import MIN_FAST_STEPS, FolderTrainConfig, train_on_folder, user_recipe
+from classanchor.folder_training import (FOLDER_FAST_WEIGHT_DECAY, MIN_FAST_STEPS, FolderTrainConfig,
+                                         train_on_folder, user_recipe)
 from classanchor.recipes import get_recipe
 
 from .helpers.files import write_image_folder
@@ -170,8 +171,10 @@ def test_user_recipe_paper_splits_epochs_three_to_one_like_the_paper():
 def test_user_recipe_fast_is_the_cifar10_fast_recipe_at_the_users_settings():
     fast, cifar = user_recipe(), get_recipe("CIFAR10", "fast")
     assert fast.stages == cifar.stages and fast.stages[0].schedule == "onecycle"
-    assert (fast.backbone, fast.backbone_kwargs, fast.weight_decay, fast.nesterov, fast.test_time_flip) == (
-        "resnet9", (("width", 32),), cifar.weight_decay, True, True)
+    assert (fast.backbone, fast.backbone_kwargs, fast.nesterov, fast.test_time_flip) == (
+        "resnet9", (("width", 32),), True, True)
+    # the weight decay the folder default was measured with, not the CIFAR10 benchmark's (24,000 images)
+    assert fast.weight_decay == FOLDER_FAST_WEIGHT_DECAY == 5e-4 and cifar.weight_decay == 2e-3
     r = user_recipe("fast", 4, image_size=48, lr=0.1, flip=False)
     assert [(s.epochs, s.lr, s.schedule) for s in r.stages] == [(4, 0.1, "onecycle")]
     assert r.image_size == 48 and r.flip_p == 0 and not r.test_time_flip and not r.flip_anchor_fit
