@@ -127,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     result = run_job(data, recipe, method, folder, settings, progress=not args.no_progress)
     summary = {key: result[key] for key in ("dataset", "trial", "job", "accuracy", "auroc", "best_epoch",
                                             "epochs", "train_seconds", "eval_seconds", "precision", "cpu")}
-    reports = score_with_detectors(folder, detectors) if detectors else {}
-    scored = {"detector_auroc": {name: report["auroc"] for name, report in reports.items()}} if reports else {}
-    print(json.dumps({**summary, "changes": changes, **scored}))
+    summary["changes"] = changes
+    if detectors:
+        summary["detector_auroc"] = {name: report["auroc"]
+                                     for name, report in score_with_detectors(folder, detectors).items()}
+    print(json.dumps(summary))
     return 0
 
 

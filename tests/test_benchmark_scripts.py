@@ -102,7 +102,7 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
     logits = load_logits(job / "logits.npz")
     by_hand = roc_auc_score(logits.test_labels.numpy() < 0, -logits.test.max(dim=1).values.numpy())
     assert scores["max_logit"]["auroc"] == pytest.approx(by_hand, abs=1e-9)
-    assert printed["detector_auroc"] == {"max_logit": scores["max_logit"]["auroc"], "cac": scores["cac"]["auroc"]}
+    assert printed["detector_auroc"] == {name: scores[name]["auroc"] for name in ("max_logit", "cac")}
     assert scores["cac"]["auroc"] == pytest.approx(result["auroc"], abs=1e-6)  # the job's own score again
     with pytest.raises(ValueError, match="changed recipe"):  # a study would train missing jobs unchanged
         run_compare(StudyConfig("MNIST", str(tmp_path / "data"), str(out), trials=(0,), recipe="fast"))
