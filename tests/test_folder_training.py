@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -126,18 +127,22 @@ def _check_train_command_reuses_a_finished_run_and_evaluate_reports_per_class(tr
 def test_paper_recipe_trains_classifier32_and_separates_the_unknown_class(tmp_path):
     data = write_image_folder(tmp_path / "data", per_class=16)
     config = FolderTrainConfig(data=str(data), out=str(tmp_path / "run"), known=KNOWN, unknown=("blue",),
-                               recipe="paper", epochs=3, image_size=16, batch_size=8, device="cpu", **SPLIT)
+                               recipe="paper", epochs=3, image_size=16, batch_size=8, weight_decay=1e-3,
+                               device="cpu", **SPLIT)
     _, metrics = train_on_folder(config, progress=False)
     assert metrics["test"]["accuracy"] > 0.5 and metrics["test"]["auroc"] > 0.5  # chance: 1/3 and 0.5
     card = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert card["backbone"] == {"name": "classifier32", "kwargs": {"dropout": 0.2}}
     assert not card["input"]["mirror_average"] and card["extra"]["recipe"]["stages"][0]["lr"] == 0.01
+    assert card["extra"]["recipe"]["weight_decay"] == 1e-3  # the user's, not the paper recipe's 5e-6
 
 
 def test_bad_training_input_writes_nothing(tmp_path, capsys):
     data = write_image_folder(tmp_path / "data", per_class=10, kinds=("a", "b"))
     assert main(["train", str(data), "--known", "a,zebra", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "['zebra'] not found" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["train", str(data), "--weight-decay", "-0.001", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "weight decay must be a finite number >= 0" in capsys.readouterr().err and not (tmp_path / "run").exists()
     assert main(["train", str(data), "--recipe", "paper", "--image-size", "20", "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 2
     assert "multiple of 8" in capsys.readouterr().err and not (tmp_path / "run").exists()
@@ -156,7 +161,7 @@ def test_the_default_length_comes_from_the_training_split_size(tmp_path, monkeyp
                                image_size=16, backbone="no_such_network", device="cpu", **SPLIT)
     with pytest.raises(ValueError, match="no_such_network"):
         train_on_folder(config, progress=False)
-    assert seen == [("fast", None, 16, 128, None, True, 24)] and not (tmp_path / "run").exists()
+    assert seen == [("fast", None, 16, 128, None, True, 24, None)] and not (tmp_path / "run").exists()
 
 
 def test_user_recipe_paper_splits_epochs_three_to_one_like_the_paper():
@@ -185,6 +190,13 @@ def test_user_recipe_fast_is_the_cifar10_fast_recipe_at_the_users_settings():
     assert user_recipe(train_images=2700).total_epochs == 48 and user_recipe(train_images=50_000).total_epochs == 15
     assert user_recipe("fast", 7, train_images=30).total_epochs == 7  # --epochs wins
     assert user_recipe("paper", train_images=30).total_epochs == 30
+    # --weight-decay replaces either recipe's and changes nothing else
+    for name in ("fast", "paper"):
+        assert user_recipe(name, weight_decay=2e-3) == replace(user_recipe(name), weight_decay=2e-3)
+    assert user_recipe("paper").weight_decay == get_recipe("CIFAR10", "paper").weight_decay == 5e-6
+    for bad in (-1e-4, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="weight decay must be a finite number >= 0"):
+            FolderTrainConfig("d", "o", weight_decay=bad)
     assert FolderTrainConfig("d", "o").recipe == "fast"
     with pytest.raises(ValueError, match="recipe must be one of fast, paper"):
         FolderTrainConfig("d", "o", recipe="slow")

@@ -42,7 +42,8 @@ class FolderTrainConfig:
         out: the run folder (config.json, data.json, state.pt, history.json, model/, metrics.json).
         known, unknown: class folder names; known None = every class not in ``unknown``.
         recipe: ``"fast"`` (default) or ``"paper"``, from CIFAR10's recipes (:func:`user_recipe`). epochs,
-            lr: None = the recipe's (fast 15-60 epochs by folder size, peak lr 0.05; paper 30, lr 0.01).
+            lr, weight_decay: None = the recipe's (fast 15-60 epochs by folder size, peak lr 0.05, weight decay
+            :data:`FOLDER_FAST_WEIGHT_DECAY`; paper 30, lr 0.01, weight decay 5e-6).
         image_size, channels: every image becomes S x S pixels (classifier32: a multiple of 8) with 1 or 3
             channels (None: 1 if every image is grey).
         backbone, backbone_kwargs: ``models.registry`` name and arguments (None: the recipe's;
@@ -72,6 +73,7 @@ class FolderTrainConfig:
     max_per_class: int | None = None
     batch_size: int = 128
     lr: float | None = None
+    weight_decay: float | None = None
     flip: bool = True
     seed: int = 0
     device: str = "auto"
@@ -84,6 +86,8 @@ class FolderTrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}.")
+        if self.weight_decay is not None and not (np.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight decay must be a finite number >= 0 (e.g. 5e-4), got {self.weight_decay}.")
         if not 0 < self.accept_rate <= 1:
             raise ValueError(f"accept_rate must be in (0, 1], got {self.accept_rate}.")
         if self.threshold is not None and not np.isfinite(self.threshold):
@@ -97,7 +101,8 @@ class FolderTrainConfig:
 
 
 def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int = 32, batch_size: int = 128,
-                lr: float | None = None, flip: bool = True, train_images: int | None = None) -> Recipe:
+                lr: float | None = None, flip: bool = True, train_images: int | None = None,
+                weight_decay: float | None = None) -> Recipe:
     """The recipe for your own images: CIFAR10's recipe ``name`` (augmentation: RandomResizedCrop scale 0.8-1,
     flip 0.5, rotation 10 degrees) at ``image_size``, without flips when ``flip`` is False. ``fast``
     (default): resnet9 width 32, one one-cycle stage of ``epochs`` (default: 15, or on ``train_images`` images
@@ -105,7 +110,8 @@ def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int =
     :data:`FOLDER_FAST_WEIGHT_DECAY` (5e-4), test-time mirror averaging. ``paper``: classifier32 (dropout
     0.2), weight decay 5e-6, ``epochs`` (default 30) instead of 150 + 50: stage 1 = the first
     ``max(1, floor(3/4 epochs))`` at ``lr`` (default 0.01), stage 2 = the rest at ``lr / 10`` from stage 1's
-    best checkpoint, anchors also fitted on mirrored images."""
+    best checkpoint, anchors also fitted on mirrored images. ``weight_decay`` (None: the recipe's) replaces
+    the weight decay of either."""
     base = get_recipe("CIFAR10", name)
     lr = base.stages[0].lr if lr is None else lr
     if name == "paper":
@@ -117,6 +123,8 @@ def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int =
         epochs = epochs or min(4 * base.total_epochs, max(base.total_epochs, least))
         stages = (replace(base.stages[0], epochs=epochs, lr=lr),)
         base = replace(base, weight_decay=FOLDER_FAST_WEIGHT_DECAY)
+    if weight_decay is not None:
+        base = replace(base, weight_decay=weight_decay)
     return replace(base, dataset="user images", stages=stages, batch_size=batch_size, image_size=image_size,
                    flip_p=base.flip_p if flip else 0.0, flip_anchor_fit=flip and base.flip_anchor_fit,
                    test_time_flip=flip and base.test_time_flip)
@@ -137,7 +145,7 @@ def train_on_folder(config: FolderTrainConfig, *, progress: bool = True) -> tupl
                           seed=config.seed, progress=progress)
     read_seconds = time.perf_counter() - start
     recipe = user_recipe(config.recipe, config.epochs, config.image_size, config.batch_size, config.lr,
-                         config.flip, len(data.train))
+                         config.flip, len(data.train), config.weight_decay)
     backbone, backbone_kwargs = backbone_for(recipe, config.backbone, config.backbone_kwargs)
     # a wrong backbone or argument fails before anything is written
     build_backbone(backbone, len(data.known_names), data.channels, config.image_size, **backbone_kwargs)

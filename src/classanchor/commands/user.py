@@ -158,6 +158,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--max-per-class", type=int, help="use at most N images per class (seeded random subset)")
     train.add_argument("--batch-size", type=positive_int, default=128)
     train.add_argument("--lr", type=float, help="peak (fast: 0.05) or stage-1 (paper: 0.01) learning rate")
+    train.add_argument("--weight-decay", type=finite_float,
+                       help="SGD weight decay (default: the recipe's; fast 5e-4, paper 5e-6)")
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for text or digits)")
     add_model_training(train)
     add_progress(train)
