@@ -43,10 +43,14 @@ def read_run(folder: Path, job: str, trial: int) -> dict:
     if not result_path.exists():
         raise FileNotFoundError(f"{result_path} does not exist: run the benchmark for {folder} first.")
     result = json.loads(result_path.read_text())
-    config = json.loads((folder / "config.json").read_text())["config"]
+    config = {}  # the benchmark folder's config, else a recipe-variant job's own record (results/*_wd2e-3)
+    for record in (folder / "config.json", job_dir / "run_config.json"):
+        if record.exists() and "config" in (saved := json.loads(record.read_text())):
+            config = saved["config"]
+            break
     history = json.loads((job_dir / "history.json").read_text())
     epochs = len(history)
-    return {**result, "folder": str(folder), "recipe": config["recipe"], "epochs_scale": config["epochs_scale"],
+    return {**result, "folder": str(folder), "recipe": config.get("recipe"), "epochs_scale": config.get("epochs_scale"),
             "epochs": epochs, "seconds_per_epoch": result["train_seconds"] / epochs, "history": history}
 
 
