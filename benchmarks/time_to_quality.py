@@ -50,8 +50,9 @@ def read_run(folder: Path, job: str, trial: int) -> dict:
             break
     history = json.loads((job_dir / "history.json").read_text())
     epochs = len(history)
-    return {**result, "folder": str(folder), "recipe": config.get("recipe"), "epochs_scale": config.get("epochs_scale"),
-            "epochs": epochs, "seconds_per_epoch": result["train_seconds"] / epochs, "history": history}
+    return {**result, "folder": str(folder), "recipe": config.get("recipe"),
+            "epochs_scale": config.get("epochs_scale"), "epochs": epochs,
+            "seconds_per_epoch": result["train_seconds"] / epochs, "history": history}
 
 
 def seconds_per_epoch(rows: list[dict]) -> float:

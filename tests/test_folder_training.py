@@ -141,8 +141,11 @@ def test_bad_training_input_writes_nothing(tmp_path, capsys):
     data = write_image_folder(tmp_path / "data", per_class=10, kinds=("a", "b"))
     assert main(["train", str(data), "--known", "a,zebra", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "['zebra'] not found" in capsys.readouterr().err and not (tmp_path / "run").exists()
-    assert main(["train", str(data), "--weight-decay", "-0.001", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
-    assert "weight decay must be a finite number >= 0" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    bad_decay = ["train", str(data), "--weight-decay", "-0.001", "--out", str(tmp_path / "run"),
+                 "--no-progress"]
+    assert main(bad_decay) == 2
+    assert "weight decay must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
     assert main(["train", str(data), "--recipe", "paper", "--image-size", "20", "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 2
     assert "multiple of 8" in capsys.readouterr().err and not (tmp_path / "run").exists()

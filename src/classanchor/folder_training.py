@@ -28,8 +28,9 @@ __all__ = ["USER_RECIPES", "FolderTrainConfig", "train_on_folder", "user_recipe"
 #: The recipes ``classanchor train`` offers (:func:`user_recipe`); the first is the default.
 USER_RECIPES = ("fast", "paper")
 MIN_FAST_STEPS = 1000  #: fast recipe's default on a small folder: epochs for this many steps (15-60 epochs)
-#: The fast recipe's weight decay on a folder (``--weight-decay`` overrides it): on the CIFAR-10 zip's 2,700-image
-#: folder 2e-3, the CIFAR10 benchmark's value, did no better over three seeds (docs/own-images.md).
+#: The fast recipe's weight decay on a folder (``--weight-decay`` overrides it): on the CIFAR-10 zip's
+#: 2,700-image folder 2e-3, the CIFAR10 benchmark's value, did no better over three seeds
+#: (docs/own-images.md).
 FOLDER_FAST_WEIGHT_DECAY = 5e-4
 
 
@@ -42,8 +43,8 @@ class FolderTrainConfig:
         out: the run folder (config.json, data.json, state.pt, history.json, model/, metrics.json).
         known, unknown: class folder names; known None = every class not in ``unknown``.
         recipe: ``"fast"`` (default) or ``"paper"``, from CIFAR10's recipes (:func:`user_recipe`). epochs,
-            lr, weight_decay: None = the recipe's (fast 15-60 epochs by folder size, peak lr 0.05, weight decay
-            :data:`FOLDER_FAST_WEIGHT_DECAY`; paper 30, lr 0.01, weight decay 5e-6).
+            lr, weight_decay: None = the recipe's (fast 15-60 epochs by folder size, peak lr 0.05, weight
+            decay :data:`FOLDER_FAST_WEIGHT_DECAY`; paper 30, lr 0.01, weight decay 5e-6).
         image_size, channels: every image becomes S x S pixels (classifier32: a multiple of 8) with 1 or 3
             channels (None: 1 if every image is grey).
         backbone, backbone_kwargs: ``models.registry`` name and arguments (None: the recipe's;
@@ -87,7 +88,8 @@ class FolderTrainConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}.")
         if self.weight_decay is not None and not (np.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight decay must be a finite number >= 0 (e.g. 5e-4), got {self.weight_decay}.")
+            raise ValueError(f"weight decay must be a finite number >= 0 (e.g. 5e-4), got "
+                             f"{self.weight_decay}.")
         if not 0 < self.accept_rate <= 1:
             raise ValueError(f"accept_rate must be in (0, 1], got {self.accept_rate}.")
         if self.threshold is not None and not np.isfinite(self.threshold):
