@@ -116,6 +116,8 @@ def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int =
     the weight decay of either."""
     base = get_recipe("CIFAR10", name)
     lr = base.stages[0].lr if lr is None else lr
+    if weight_decay is None:  # the folder's fast default, not the CIFAR10 benchmark's
+        weight_decay = FOLDER_FAST_WEIGHT_DECAY if name == "fast" else base.weight_decay
     if name == "paper":
         epochs = epochs or 30
         first = max(1, (3 * epochs) // 4)
@@ -124,10 +126,8 @@ def user_recipe(name: str = "fast", epochs: int | None = None, image_size: int =
         least = -(-MIN_FAST_STEPS * batch_size // train_images) if train_images else 0  # ceil division
         epochs = epochs or min(4 * base.total_epochs, max(base.total_epochs, least))
         stages = (replace(base.stages[0], epochs=epochs, lr=lr),)
-        base = replace(base, weight_decay=FOLDER_FAST_WEIGHT_DECAY)
-    if weight_decay is not None:
-        base = replace(base, weight_decay=weight_decay)
     return replace(base, dataset="user images", stages=stages, batch_size=batch_size, image_size=image_size,
+                   weight_decay=weight_decay,
                    flip_p=base.flip_p if flip else 0.0, flip_anchor_fit=flip and base.flip_anchor_fit,
                    test_time_flip=flip and base.test_time_flip)
 
