@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from classanchor.cli import main
-from classanchor.metrics import calibrate_threshold
-from classanchor.data.folders import load_user_data
 from classanchor import folder_training
+from classanchor.cli import main
+from classanchor.data.folders import load_user_data
+from classanchor.metrics import calibrate_threshold
 from classanchor.folder_training import (FOLDER_FAST_WEIGHT_DECAY, MIN_FAST_STEPS, FolderTrainConfig,
                                          train_on_folder, user_recipe)
 from classanchor.recipes import get_recipe

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .detectors import Detector, make_detector
 from .data.augment import to_nchw
 from .data.preprocess import Preprocessing
+from .detectors import Detector, make_detector
 from .metrics import calibrate_threshold, open_set_report
 from .train import to_memory_format, use_channels_last
 

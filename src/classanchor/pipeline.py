@@ -31,8 +31,8 @@ from .data.loader import DeviceLoader
 from .data.preprocess import Preprocessing
 from .detectors import Detector, make_detector
 from .evaluate import DETECTOR_DEFAULTS, network_logits
-from .metrics import calibrate_threshold, open_set_report
 from .methods import Method
+from .metrics import calibrate_threshold, open_set_report
 from .model_io import save_open_set_model
 from .models.registry import build_backbone
 from .network import CACNet
