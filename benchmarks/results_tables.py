@@ -32,6 +32,17 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}" if values else "-"
 
 
+def recipe_changes(job_dir: Path) -> dict:
+    """The recipe fields a ``benchmarks/recipe_variant.py`` job changed ({} for a plain benchmark job):
+    from its run folder's config.json, kept as ``run_config.json`` (or a scratch run's
+    ``run_changes.json``)."""
+    for name in ("run_config.json", "run_changes.json"):
+        if (path := job_dir / name).exists():
+            record = json.loads(path.read_text())
+            return record.get("config", record).get("changes", {})
+    return {}
+
+
 def run_tables(folder: Path) -> str:
     results = {(r["trial"], r["job"]): r for r in map(json.loads, map(Path.read_text,
                                                                        folder.glob("trial*/*/result.json")))}
@@ -53,8 +64,10 @@ def run_tables(folder: Path) -> str:
         assert math.isclose(own["auroc"], result["auroc"], rel_tol=1e-9), (folder, trial, job)
         assert math.isclose(own["accuracy"], result["accuracy"], rel_tol=1e-9), (folder, trial, job)
     published = PUBLISHED.get(dataset, {})
-    lines = [f"{dataset}, recipe `{compare['recipe']}` ({compare['total_epochs']} epochs), trials "
-             f"{', '.join(map(str, trials))}:", "",
+    job_changes = [recipe_changes(folder / f"trial{trial}" / job) for trial, job in results]
+    changed = sorted({", ".join(f"{k}={v}" for k, v in sorted(c.items())) for c in job_changes if c})
+    lines = [f"{dataset}, recipe `{compare['recipe']}` ({compare['total_epochs']} epochs)"
+             f"{''.join(f' with {c} set' for c in changed)}, trials {', '.join(map(str, trials))}:", "",
              "| network / score | accuracy | published | AUROC | published |", "|---|---|---|---|---|"]
     for job, detector, label in ROWS:
         cells = [rows[(job, detector, t)] for t in trials if (job, detector, t) in rows]

@@ -54,6 +54,20 @@ def test_results_tables_agree_with_the_committed_result_files(run):
     assert f"{statistics.fmean(aurocs):.4f} ± {statistics.pstdev(aurocs):.4f}" in row
 
 
+def test_results_tables_name_the_recipe_fields_a_variant_job_set():
+    """A folder of recipe-variant jobs says in its title which recipe fields its jobs set; a plain one does not."""
+    import json
+
+    tables = load_script("results_tables")
+    variants = RESULTS / "cifar10_fast_wd2e-3"
+    record = json.loads((variants / "trial2" / "cac" / "run_config.json").read_text())["config"]["changes"]
+    assert tables.recipe_changes(variants / "trial2" / "cac") == record == {"weight_decay": 0.002}
+    assert tables.recipe_changes(variants / "trial0" / "cac") == {"weight_decay": 0.002}  # run_changes.json
+    assert tables.recipe_changes(RESULTS / "mnist_fast" / "trial0" / "cac") == {}
+    assert " with weight_decay=0.002 set, trials 0, 1, 2, 3, 4:" in tables.run_tables(variants).splitlines()[0]
+    assert " set" not in tables.run_tables(RESULTS / "mnist_fast").splitlines()[0]
+
+
 def test_time_to_quality_plots_committed_runs_at_their_measured_or_reference_time(tmp_path, capsys):
     """The AUROC-versus-time figure of docs/speed.md is drawn from committed run folders; a point's time is
     its measured training time, or its epochs times the reference run's median epoch (--time-from)."""
