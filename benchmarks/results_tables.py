@@ -7,8 +7,9 @@ run add ``compare_trial{t}.json``, joined here; where a run has no comparison ye
 their ``result.json``, also for a job the comparisons left out; a job scored by ``benchmarks/recipe_variant.py
 --detectors`` adds the scores of its ``detectors.json``). It prints, per run,
 mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
-training minutes, precision and CPU of every job, and checks that each job's own score in ``compare.json``
-equals its ``result.json``::
+training minutes, precision and CPU of every job (the title names the recipe fields a folder of
+recipe-variant jobs set, from each job's ``run_config.json``), and checks that each job's own score in
+``compare.json`` equals its ``result.json``::
 
     .venv/bin/python benchmarks/results_tables.py docs/results/mnist_fast
 """

@@ -17,9 +17,9 @@ import pytest
 from classanchor import folder_training
 from classanchor.cli import main
 from classanchor.data.folders import load_user_data
-from classanchor.metrics import calibrate_threshold
 from classanchor.folder_training import (FOLDER_FAST_WEIGHT_DECAY, MIN_FAST_STEPS, FolderTrainConfig,
                                          train_on_folder, user_recipe)
+from classanchor.metrics import calibrate_threshold
 from classanchor.recipes import get_recipe
 
 from .helpers.files import write_image_folder
