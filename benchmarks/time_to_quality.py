@@ -34,6 +34,18 @@ from classanchor.plots import save_figure
 from classanchor.recipes import get_recipe
 
 COLORS = {"fast": "tab:blue", "paper": "tab:orange"}
+SPARE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def series_colors(names: list[str]) -> dict[str, str]:
+    """One colour per recipe series, the same in both panels: ``COLORS`` for the two named recipes, then
+    the spare colours in order, so that e.g. ``fast`` and ``fast_wd4e-3`` are never drawn alike."""
+    spare = iter(SPARE_COLORS)
+    colors = {name: COLORS[name] for name in names if name in COLORS}
+    for name in names:
+        if name not in colors:
+            colors[name] = next(spare, "black")
+    return colors
 
 
 def read_run(folder: Path, job: str, trial: int) -> dict:
@@ -93,6 +105,7 @@ def plot(dataset: str, job: str, runs: dict[str, list[dict]], budget_minutes: fl
     axes = fig.subplots(1, 2)
     published = PUBLISHED.get(dataset, {}).get(job)
     full_paper = get_recipe(dataset, "paper").total_epochs
+    colors = series_colors(list(runs))
 
     def minutes(r: dict, name: str) -> float:
         return (r["epochs"] * reference_spe[name] if name in reference_spe else r["train_seconds"]) / 60
@@ -101,7 +114,7 @@ def plot(dataset: str, job: str, runs: dict[str, list[dict]], budget_minutes: fl
         for name, rows in runs.items():
             rows = sorted(rows, key=lambda r: minutes(r, name))
             x, y = [minutes(r, name) for r in rows], [r[key] for r in rows]
-            color = COLORS.get(name)
+            color = colors[name]
             ax.plot(x, y, "o-", color=color,
                     label=f"{name} recipe: complete runs of {', '.join(str(r['epochs']) for r in rows)} epochs")
             for xi, yi in zip(x, y):

@@ -92,6 +92,10 @@ def test_time_to_quality_plots_committed_runs_at_their_measured_or_reference_tim
     variants = RESULTS / "cifar10_fast_wd2e-3"
     assert ttq.read_run(variants, "cac", 2)["recipe"] == "fast"  # trial 2: its run_config.json
     assert ttq.read_run(variants, "cac", 0)["recipe"] is None  # trial 0: run_changes.json only
+    # every series its own colour: the named recipes keep theirs, any other name takes an unused one
+    colors = ttq.series_colors(["fast_wd4e-3", "fast", "paper", "fast_e30"])
+    assert colors["fast"] == ttq.COLORS["fast"] and colors["paper"] == ttq.COLORS["paper"]
+    assert len(set(colors.values())) == 4
 
 
 def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unknown_ones(tmp_path, capsys):
