@@ -5,11 +5,11 @@ run wrote: ``config.json``, ``trial{t}/{job}/result.json`` and ``history.json``,
 of every trial: CAC's own, and cross-entropy scored by max softmax and by max logit; trials compared in a later
 run add ``compare_trial{t}.json``, joined here; where a run has no comparison yet, the jobs' own scores from
 their ``result.json``, also for a job the comparisons left out; a job scored by ``benchmarks/recipe_variant.py
---detectors`` adds the scores of its ``detectors.json``). It prints, per run,
-mean ± std (population, over the trials present) and the per-trial values beside the published ones, with the
-training minutes, precision and CPU of every job (the title names the recipe fields a folder of
-recipe-variant jobs set, from each job's ``run_config.json``), and checks that each job's own score in
-``compare.json`` equals its ``result.json``::
+--detectors`` adds the scores of its ``detectors.json``). It prints, per run, mean ± std (population, over the
+trials present; a row with fewer trials than the table says how many) and the per-trial values beside the
+published ones, with the training minutes, precision and CPU of every job (the title names the recipe fields a
+folder of recipe-variant jobs set, from each job's ``run_config.json``), and checks that each job's own score
+in ``compare.json`` equals its ``result.json``::
 
     .venv/bin/python benchmarks/results_tables.py docs/results/mnist_fast
 """
@@ -29,8 +29,13 @@ ROWS = (("cac", "cac", "CAC, rejection score (Eq. 11)"), ("ce", "msp", "cross-en
         ("ce", "max_logit", "cross-entropy, max logit"))
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}" if values else "-"
+def _mean_std(values: list[float], trials: int) -> str:
+    """Mean ± population std of one row's values; a row with fewer values than the table has trials (a
+    method still being trained) says over how many, so its mean is not read as a five-trial one."""
+    if not values:
+        return "-"
+    partial = f" ({len(values)} of {trials} trials)" if len(values) < trials else ""
+    return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}{partial}"
 
 
 def recipe_changes(job_dir: Path) -> dict:
@@ -73,8 +78,8 @@ def run_tables(folder: Path) -> str:
     for job, detector, label in ROWS:
         cells = [rows[(job, detector, t)] for t in trials if (job, detector, t) in rows]
         pub_acc, pub_auc = published.get(job, (None, None)) if detector in ("cac", "msp") else (None, None)
-        lines.append(f"| {label} | {_mean_std([c['accuracy'] for c in cells])} | {pub_acc or '-'} | "
-                     f"{_mean_std([c['auroc'] for c in cells])} | {pub_auc or '-'} |")
+        accuracy, auroc = (_mean_std([c[key] for c in cells], len(trials)) for key in ("accuracy", "auroc"))
+        lines.append(f"| {label} | {accuracy} | {pub_acc or '-'} | {auroc} | {pub_auc or '-'} |")
     lines += ["", "| network / score | " + " | ".join(f"trial {t}" for t in trials) + " |",
               "|---|" + "---|" * len(trials)]
     for job, detector, label in ROWS:

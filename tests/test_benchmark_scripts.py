@@ -70,6 +70,25 @@ def test_results_tables_name_the_recipe_fields_a_variant_job_set():
     assert " set" not in tables.run_tables(RESULTS / "mnist_fast").splitlines()[0]
 
 
+def test_results_tables_say_over_how_many_trials_a_partial_row_is_averaged(tmp_path):
+    """A folder where one network has fewer finished trials than the other: that row's mean is over its own
+    trials and says so; the complete row is unchanged."""
+    import json
+    import shutil
+    import statistics
+
+    folder = tmp_path / "partial"
+    shutil.copytree(RESULTS / "cifar10_fast_wd2e-3", folder)
+    for trial in (1, 3, 4):
+        shutil.rmtree(folder / f"trial{trial}" / "ce")
+    table = load_script("results_tables").run_tables(folder).splitlines()
+    kept = [json.loads((folder / f"trial{t}" / "ce" / "detectors.json").read_text())["max_logit"]["auroc"]
+            for t in (0, 2)]
+    logit_row = next(line for line in table if line.startswith("| cross-entropy, max logit"))
+    assert f"{statistics.fmean(kept):.4f} ± {statistics.pstdev(kept):.4f} (2 of 5 trials)" in logit_row
+    assert "of 5 trials" not in next(line for line in table if line.startswith("| CAC"))
+
+
 def test_time_to_quality_plots_committed_runs_at_their_measured_or_reference_time(tmp_path, capsys):
     """The AUROC-versus-time figure of docs/speed.md is drawn from committed run folders; a point's time is
     its measured training time, or its epochs times the reference run's median epoch (--time-from)."""
