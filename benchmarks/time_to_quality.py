@@ -39,7 +39,8 @@ SPARE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "
 
 def series_colors(names: list[str]) -> dict[str, str]:
     """One colour per recipe series, the same in both panels: ``COLORS`` for the two named recipes, then
-    the spare colours in order, so that e.g. ``fast`` and ``fast_wd4e-3`` are never drawn alike."""
+    the spare colours in order, so that e.g. ``fast`` and ``fast_wd4e-3`` are never drawn alike (up to seven
+    other series; any beyond those are drawn in black)."""
     spare = iter(SPARE_COLORS)
     colors = {name: COLORS[name] for name in names if name in COLORS}
     for name in names:
