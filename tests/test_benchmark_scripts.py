@@ -89,6 +89,24 @@ def test_results_tables_say_over_how_many_trials_a_partial_row_is_averaged(tmp_p
     assert "of 5 trials" not in next(line for line in table if line.startswith("| CAC"))
 
 
+@pytest.mark.parametrize(("dataset", "run"), [("CIFAR10", "cifar10_fast_wd2e-3"),
+                                              ("TinyImageNet", "tinyimagenet_fast_wd4e-3")])
+def test_the_fast_recipe_is_the_one_its_committed_five_trial_tables_were_trained_with(dataset, run):
+    """docs/results.md presents these folders' tables as the fast recipe's: every job that recorded the recipe
+    it trained (recipe_variant.py's ``varied_recipe``) trained exactly what ``--recipe fast`` trains today,
+    so a change of recipes.FAST without new tables fails here."""
+    import dataclasses
+    import json
+
+    from classanchor.recipes import get_recipe
+
+    today = json.loads(json.dumps(dataclasses.asdict(get_recipe(dataset, "fast"))))  # tuples as JSON lists
+    records = [json.loads(p.read_text())["config"] for p in (RESULTS / run).glob("trial*/*/run_config.json")]
+    assert len(records) >= 9  # CIFAR10's trial 0 CAC job predates the record (run_changes.json only)
+    for record in records:
+        assert record["varied_recipe"] == today, record["out"]
+
+
 def test_time_to_quality_plots_committed_runs_at_their_measured_or_reference_time(tmp_path, capsys):
     """The AUROC-versus-time figure of docs/speed.md is drawn from committed run folders; a point's time is
     its measured training time, or its epochs times the reference run's median epoch (--time-from)."""
