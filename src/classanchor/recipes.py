@@ -42,6 +42,8 @@ class Recipe:
         label_smoothing: cross-entropy baseline only (0 in the paper).
         test_time_flip: logits are the mean over the image and its mirror image, in evaluation and in the saved
             model (``Preprocessing.mirror_average``); the anchor fit then needs no mirrored copies.
+        ema_decay: 0: no weight averaging (the paper). Otherwise training validates, keeps and returns an
+            exponential moving average of the weights with this decay per step (``TrainConfig.ema_decay``).
         backbone, backbone_kwargs: the network (``classanchor.models.registry`` name and arguments) used when a
             command does not name one (``--backbone``): classifier32 for ``paper``, resnet9 for ``fast``.
     """
@@ -61,6 +63,7 @@ class Recipe:
     nesterov: bool = False
     label_smoothing: float = 0.0
     test_time_flip: bool = False
+    ema_decay: float = 0.0
     backbone: str = "classifier32"
     backbone_kwargs: tuple[tuple[str, object], ...] = ()
 
@@ -81,7 +84,7 @@ class Recipe:
 
     def train_config(self, **overrides) -> TrainConfig:
         return TrainConfig(stages=self.stages, weight_decay=self.weight_decay, momentum=self.momentum,
-                           nesterov=self.nesterov, **overrides)
+                           nesterov=self.nesterov, ema_decay=self.ema_decay, **overrides)
 
 
 def _paper(dataset: str, stage1: int, stage2: int, *settings, **named) -> Recipe:

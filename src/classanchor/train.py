@@ -29,7 +29,7 @@ from .network import CACNet
 
 __all__ = ["NonFiniteLossError", "Stage", "TrainConfig", "TrainResult", "autocast_for", "resolve_precision",
            "PRECISIONS", "bf16_is_fast", "prepare_network", "to_memory_format", "train", "train_step",
-           "use_channels_last"]
+           "use_channels_last", "weight_average"]
 
 #: Device types where channels-last (NHWC) is the default: faster on CPU (docs/speed.md), usual on CUDA.
 CHANNELS_LAST_DEVICES: frozenset[str] = frozenset({"cuda", "cpu"})
@@ -76,6 +76,10 @@ class TrainConfig:
         channels_last: NHWC memory format for the network and 4-d inputs; ``None`` (default) picks the
             faster format per device (:func:`use_channels_last`: on for CUDA and CPU, as measured).
         check_every: steps between checks that the loss is finite (each check is one host sync).
+        ema_decay: 0 (default) trains as the paper does. Otherwise an exponential moving average of the
+            weights and BatchNorm statistics, ``w_ema <- d w_ema + (1 - d) w`` after every optimizer step with
+            ``d = ema_decay`` (:func:`weight_average`), is what is validated, kept by the checkpoint rule,
+            passed to ``on_epoch_end`` and returned; each stage starts its own average.
     """
 
     stages: tuple[Stage, ...]
@@ -87,6 +91,11 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool | None = None
     check_every: int = 25
+    ema_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no weight averaging), got {self.ema_decay}.")
 
 
 @dataclass
@@ -190,6 +199,20 @@ def prepare_network(net: CACNet, config: TrainConfig, device: torch.device | str
                               config.compile)
 
 
+def weight_average(net: CACNet, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``net``'s weights and buffers (BatchNorm running statistics), or
+    ``None`` when ``decay`` is 0. ``torch.optim.swa_utils.AveragedModel`` keeps the copy: its first
+    ``update_parameters(net)`` copies ``net``, each later one sets ``w_ema <- decay * w_ema + (1 - decay) * w``
+    (``get_ema_multi_avg_fn``, one fused ``_foreach_lerp_`` per device and dtype). The copy has plain batch
+    norm (:func:`classanchor.distributed.plain_batch_norm`) and is run eagerly, never compiled."""
+    if not decay:
+        return None
+    swa_utils = torch.optim.swa_utils
+    averaged = swa_utils.AveragedModel(net, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+    distributed.plain_batch_norm(averaged.module)
+    return averaged
+
+
 def _batch_loss(net: CACNet, forward, method: Method, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                 amp: bool, channels_last: bool) -> BatchLoss:
     """The forward pass (float32 logits, autocast when ``amp``) and the method's loss of one batch."""
@@ -265,7 +288,8 @@ def _check_finite(loss: torch.Tensor, method: Method, stage_index: int, stage: S
 def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Iterable, config: TrainConfig, *,
           device: torch.device | str = "cpu", state_path: str | Path | None = None, progress: bool = True,
           description: str = "", on_epoch_end: Callable[[CACNet, dict], None] | None = None) -> TrainResult:
-    """Train ``net`` with ``method``; on return ``net`` holds the kept (best-validation) weights.
+    """Train ``net`` with ``method``; on return ``net`` holds the kept (best-validation) weights, their moving
+    average when ``config.ema_decay`` is set.
 
     Args:
         net: the network (moved to ``device`` here); its anchors must be the training anchors.
@@ -275,7 +299,8 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
             Under torchrun each rank trains on its slice of every batch (:mod:`classanchor.distributed`).
         state_path: file for the resumable state; if it exists, training continues from it (rank 0 writes it).
         on_epoch_end: called as ``on_epoch_end(net, record)`` after each epoch's validation, with the weights
-            of that epoch and its history record (e.g. to save a snapshot per epoch; must not change ``net``).
+            of that epoch (the averaged network when ``config.ema_decay`` is set) and its history record
+            (e.g. to save a snapshot per epoch; must not change the network).
     """
     device = torch.device(device)
     net.to(device)
@@ -322,6 +347,10 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
             net.load_state_dict(best_state)  # stage 2 restarts from stage 1's best checkpoint
         if stage_index != start_stage or start_epoch == 0:
             best_state, best_metric = None, math.nan  # each stage keeps its own best
+        averaged = weight_average(net, config.ema_decay)  # None without weight averaging
+        if averaged is not None and state is not None and stage_index == start_stage and start_epoch > 0:
+            averaged.load_state_dict(state["averaged"])
+        evaluated = net if averaged is None else averaged.module  # what is validated, kept and returned
         first_epoch = start_epoch if stage_index == start_stage else 0
         bar = tqdm(total=(stage.epochs - first_epoch) * steps_per_epoch, disable=not progress, unit="batch",
                    dynamic_ncols=True, mininterval=1.0,
@@ -336,6 +365,8 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
                 batch = train_step(net, forward, method, optimizer, x, y, device=device, amp=amp,
                                    channels_last=channels_last, scheduler=scheduler,
                                    loss_scale=train_loader.loss_scale if parallel else 1.0)
+                if averaged is not None:
+                    averaged.update_parameters(net)
                 loss_sum, correct = loss_sum + batch.loss_sum, correct + batch.correct
                 seen += y.shape[0]
                 bar.update(1)
@@ -349,17 +380,18 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
             record = {"stage": stage_index + 1, "epoch": len(result.history) + 1, "lr": lr,  # of the last step
                       "train_loss": float(loss_sum) / seen, "train_accuracy": float(correct) / seen,
                       "train_images_per_s": seen / max(train_seconds, 1e-9)}
-            record.update(validate(net, forward, method, val_loader, device, amp, channels_last))
+            record.update(validate(evaluated, forward if averaged is None else evaluated, method, val_loader, device,
+                                   amp, channels_last))
             metric = record[method.checkpoint_metric]
             better = metric < best_metric if method.checkpoint_mode == "min" else metric > best_metric
             if better or math.isnan(best_metric):
-                best_metric, best_state = metric, copy.deepcopy(net.state_dict())
+                best_metric, best_state = metric, copy.deepcopy(evaluated.state_dict())
                 result.best_epoch, result.best_metric = record["epoch"], metric
             record["seconds"] = time.perf_counter() - clock
             result.history.append(record)
             result.seconds = record["seconds"]
             if on_epoch_end is not None:
-                on_epoch_end(net, record)
+                on_epoch_end(evaluated, record)
             bar.set_postfix(epoch=f"{epoch + 1}/{stage.epochs}", loss=f"{record['train_loss']:.3f}",
                             val_acc=f"{record['val_accuracy']:.4f}", img_s=f"{record['train_images_per_s']:.0f}")
             if state_path is not None and distributed.is_main():
@@ -367,6 +399,7 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
                 save_torch(state_path, {
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "averaged": averaged.state_dict() if averaged is not None else None,
                     "stage": stage_index + 1 if last else stage_index, "epoch": 0 if last else epoch + 1,
                     "best_state": best_state, "best_metric": best_metric, "result": result.__dict__,
                     "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None,

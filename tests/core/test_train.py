@@ -1,5 +1,7 @@
 """The training loop: methods, checkpoint rule, non-finite loss, and bit-identical resume after a kill."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,66 @@ def test_resume_under_another_one_cycle_length_is_refused(tmp_path, monkeypatch)
         train(_net(), get_method("cac"), *_loaders(), longer, state_path=state, progress=False)
     resumed = train(_net(), get_method("cac"), *_loaders(), saved, state_path=state, progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]  # the same settings resume
+
+
+def test_weight_averaging_keeps_the_moving_average_of_every_step(monkeypatch):
+    """ema_decay: the validated, kept and returned network is w_ema <- d w_ema + (1 - d) w over every step's
+    weights and BatchNorm statistics, checked against an explicit loop over snapshots taken after each step."""
+    import classanchor.train as train_module
+
+    decay, epochs = 0.8, 3
+    config = TrainConfig(stages=(Stage(epochs, 0.1, "onecycle"),), weight_decay=5e-4, channels_last=False,
+                         ema_decay=decay)
+    snapshots = []  # the raw network's floating-point weights and buffers after every optimizer step
+    original_step = train_module.train_step
+
+    def recording_step(net, *args, **kwargs):
+        batch = original_step(net, *args, **kwargs)
+        snapshots.append({k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()})
+        return batch
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    seen = []  # per epoch: (the network on_epoch_end got, a copy of its weights)
+    net = _net()
+    result = train(net, get_method("cac"), *_loaders(), config, progress=False,
+                   on_epoch_end=lambda n, record: seen.append((n, {k: v.clone() for k, v in n.state_dict().items()})))
+
+    steps = len(snapshots) // epochs
+    assert steps >= 4 and len(snapshots) == steps * epochs
+    assert any("running_mean" in name for name in snapshots[0])  # BatchNorm statistics are averaged too
+    average, per_epoch = None, []
+    for i, snapshot in enumerate(snapshots):  # W_0 = w_0; W_t = d W_(t-1) + (1 - d) w_t
+        average = dict(snapshot) if average is None else {
+            k: decay * average[k] + (1 - decay) * snapshot[k] for k in snapshot}
+        if (i + 1) % steps == 0:
+            per_epoch.append(average)
+    for (network, weights), want in zip(seen, per_epoch, strict=True):
+        assert network is not net  # validation and on_epoch_end see the averaged copy
+        for name, tensor in want.items():
+            torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6)
+    kept, raw = per_epoch[result.best_epoch - 1], snapshots[result.best_epoch * steps - 1]
+    for name, tensor in kept.items():  # the returned network is the kept epoch's average ...
+        torch.testing.assert_close(net.state_dict()[name], tensor, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(kept[k], raw[k]) for k in kept)  # ... not that epoch's raw weights
+
+
+def test_weight_averaging_resumes_bit_identically_and_rejects_bad_decays(tmp_path, monkeypatch):
+    config = TrainConfig(stages=(Stage(2, 0.1), Stage(2, 0.01)), weight_decay=5e-4, channels_last=False,
+                         ema_decay=0.9)
+    reference = _net()
+    expected = train(reference, get_method("cac"), *_loaders(), config, progress=False)
+    state = tmp_path / "state.pt"
+    undo = _kill_at_validation(monkeypatch, 2)  # dies in epoch 2's validation: epoch 1 saved, mid-stage 1
+    with pytest.raises(KeyboardInterrupt):
+        train(_net(), get_method("cac"), *_loaders(), config, state_path=state, progress=False)
+    undo()
+    resumed_net = _net()
+    resumed = train(resumed_net, get_method("cac"), *_loaders(), config, state_path=state, progress=False)
+    assert [h["val_anchor_loss"] for h in resumed.history] == [h["val_anchor_loss"] for h in expected.history]
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(tensor, resumed_net.state_dict()[name]), name
+    plain = train(_net(), get_method("cac"), *_loaders(), replace(config, ema_decay=0.0), progress=False)
+    assert plain.history[0]["val_anchor_loss"] != expected.history[0]["val_anchor_loss"]  # averaging is on
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay must be in"):
+            TrainConfig(stages=(Stage(1, 0.1),), ema_decay=bad)
