@@ -275,6 +275,15 @@ def _load_state(path: Path, device: torch.device) -> dict:
     return state
 
 
+def _check_same_averaging(state: dict, path: Path, config: TrainConfig) -> None:
+    """A resume state's weight averaging (``ema_decay``; 0 for states written before it existed) must be this
+    run's: the average cannot be made up for the epochs already trained, nor silently dropped."""
+    written = state.get("ema_decay", 0.0)
+    if written != config.ema_decay:
+        raise ValueError(f"{path} was written with ema_decay={written:g}, this run has ema_decay={config.ema_decay:g}; "
+                         "resume with the same weight averaging, or delete it to train this job from the start.")
+
+
 def _check_finite(loss: torch.Tensor, method: Method, stage_index: int, stage: Stage, epoch: int,
                   where: str) -> None:
     """Raise :class:`NonFiniteLossError` if ``loss`` is NaN or infinite (one host sync)."""
@@ -311,6 +320,8 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
         train_loader = distributed.ShardedLoader(train_loader)
     state_path = Path(state_path) if state_path is not None else None
     state = _load_state(state_path, device) if state_path and state_path.exists() else None
+    if state is not None:
+        _check_same_averaging(state, state_path, config)
     result = TrainResult()
     start_stage, start_epoch = 0, 0
     best_state, best_metric = None, math.nan
@@ -400,6 +411,7 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "averaged": averaged.state_dict() if averaged is not None else None,
+                    "ema_decay": config.ema_decay,
                     "stage": stage_index + 1 if last else stage_index, "epoch": 0 if last else epoch + 1,
                     "best_state": best_state, "best_metric": best_metric, "result": result.__dict__,
                     "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None,

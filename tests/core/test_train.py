@@ -176,6 +176,10 @@ def test_weight_averaging_resumes_bit_identically_and_rejects_bad_decays(tmp_pat
     assert [h["val_anchor_loss"] for h in resumed.history] == [h["val_anchor_loss"] for h in expected.history]
     for name, tensor in reference.state_dict().items():
         assert torch.equal(tensor, resumed_net.state_dict()[name]), name
+    for other in (0.0, 0.5):  # the same state resumed with other or no averaging is refused
+        with pytest.raises(ValueError, match=f"written with ema_decay=0.9, this run has ema_decay={other:g}"):
+            train(_net(), get_method("cac"), *_loaders(), replace(config, ema_decay=other), state_path=state,
+                  progress=False)
     plain = train(_net(), get_method("cac"), *_loaders(), replace(config, ema_decay=0.0), progress=False)
     assert plain.history[0]["val_anchor_loss"] != expected.history[0]["val_anchor_loss"]  # averaging is on
     for bad in (1.0, -0.1):
