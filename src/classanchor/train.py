@@ -346,7 +346,8 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
     for stage_index in range(start_stage, len(config.stages)):
         stage = config.stages[stage_index]
         optimizer, scheduler = _make_optimizer(net, stage, config, stage.epochs * steps_per_epoch)
-        if state is not None and stage_index == start_stage and start_epoch > 0:
+        mid_stage = state is not None and stage_index == start_stage and start_epoch > 0  # resuming inside it
+        if mid_stage:
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
@@ -359,9 +360,10 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
         if stage_index != start_stage or start_epoch == 0:
             best_state, best_metric = None, math.nan  # each stage keeps its own best
         averaged = weight_average(net, config.ema_decay)  # None without weight averaging
-        if averaged is not None and state is not None and stage_index == start_stage and start_epoch > 0:
+        if averaged is not None and mid_stage:
             averaged.load_state_dict(state["averaged"])
-        evaluated = net if averaged is None else averaged.module  # what is validated, kept and returned
+        # what is validated, kept and returned, and the function that runs it (the average runs eagerly)
+        evaluated, evaluated_forward = (net, forward) if averaged is None else (averaged.module, averaged.module)
         first_epoch = start_epoch if stage_index == start_stage else 0
         bar = tqdm(total=(stage.epochs - first_epoch) * steps_per_epoch, disable=not progress, unit="batch",
                    dynamic_ncols=True, mininterval=1.0,
@@ -391,8 +393,7 @@ def train(net: CACNet, method: Method, train_loader: Iterable, val_loader: Itera
             record = {"stage": stage_index + 1, "epoch": len(result.history) + 1, "lr": lr,  # of the last step
                       "train_loss": float(loss_sum) / seen, "train_accuracy": float(correct) / seen,
                       "train_images_per_s": seen / max(train_seconds, 1e-9)}
-            record.update(validate(evaluated, forward if averaged is None else evaluated, method, val_loader, device,
-                                   amp, channels_last))
+            record.update(validate(evaluated, evaluated_forward, method, val_loader, device, amp, channels_last))
             metric = record[method.checkpoint_metric]
             better = metric < best_metric if method.checkpoint_mode == "min" else metric > best_metric
             if better or math.isnan(best_metric):
