@@ -72,9 +72,8 @@ def test_fast_recipe_is_valid_and_shorter_with_the_papers_data_settings(dataset)
     # test-time mirror averaging where the images are trained with flips (not for digits)
     assert fast.test_time_flip == (paper.flip_p > 0) and not paper.test_time_flip
     # the paper's input side, except MNIST at its native 28 px (no resize) and TinyImageNet's 64 px source
-    # images resized to 48 px (measured on all five trials, docs/results.md); never larger than the paper's
+    # images resized to 48 px (measured on all five trials, docs/results.md)
     assert fast.image_size == {"MNIST": 28, "TinyImageNet": 48}.get(dataset, paper.image_size)
-    assert fast.image_size <= paper.image_size
     assert fast.weight_decay >= paper.weight_decay and fast.nesterov
     config = fast.train_config(compile=False)
     assert config.nesterov and config.stages == fast.stages
