@@ -38,6 +38,26 @@ def test_cpu_allocator_script_times_both_settings_in_fresh_processes(capsys, mon
         assert ratio <= (kept + 0.5) / (default - 0.5) + 0.005, row
 
 
+@pytest.mark.slow
+def test_step_profile_script_times_every_convolution_of_the_network(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports speed.py beside it, as when run directly
+    profile = load_script("step_profile")
+    assert profile.main(["--case", "mnist", "--batch-size", "4", "--steps", "1", "--repeats", "1",
+                         "--rows", "3"]) == 0
+    out = capsys.readouterr().out
+    rates = re.search(r"training images/s: NHWC ([\d.]+), NCHW ([\d.]+); NHWC/NCHW ([\d.]+)", out)
+    assert rates and all(float(r) > 0 for r in rates.groups()), out
+    assert out.count("| NHWC: operator") == 1 and out.count("| NCHW: operator") == 1
+    shares = [float(s) for s in re.findall(r"^\| [^|]+ \| [\d.]+ \| ([\d.]+)% \|$", out, re.MULTILINE)]
+    assert len(shares) == 6 and all(0 < s <= 100 for s in shares), out
+    rows = [line for line in out.splitlines() if re.match(r"\| \d+ -> \d+ at \d+x\d+ \|", line)]
+    assert len(rows) == 8, out  # the MNIST fast network, resnet9: 8 convolutions
+    assert rows[0].startswith("| 1 -> 16 at 28x28 |")  # width 16 on the native 28 px digits
+    for row in rows:
+        cells = row.strip("|").split("|")[1:]
+        assert len(cells) == 7 and all(re.fullmatch(r" [\d.]+ \(\d+\) ", c) for c in cells), row
+
+
 RESULTS = SCRIPTS.parent / "docs" / "results"
 
 
@@ -190,3 +210,33 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
     with pytest.raises(ValueError, match="one-stage"):
         variant.vary(get_recipe("MNIST", "paper"), {"epochs": 3})
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_eval_sides_reproduces_the_job_at_its_own_side_and_scores_other_sides(tmp_path, capsys):
+    """benchmarks/eval_sides.py: at the recipe's side the job's own result.json again (same network, anchors
+    re-fitted the same way); other sides and the mean of two sides' logits give valid scores."""
+    import json
+
+    from .data.conftest import make_mnist
+
+    make_mnist(tmp_path / "data", per_class=(10, 4))
+    out = tmp_path / "run"
+    assert load_script("recipe_variant").main(
+        ["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-progress",
+         "--set", "epochs=2", "--set", "width=4"]) == 0
+    job = out / "trial0" / "cac"
+    result = json.loads((job / "result.json").read_text())
+    sides = load_script("eval_sides")
+    assert sides.main([str(job), "--sides", "28,24", "--data-root", str(tmp_path / "data"),
+                       "--out", str(tmp_path / "sides.json")]) == 0
+    reports = json.loads((tmp_path / "sides.json").read_text())["sides"]
+    assert list(reports) == ["28", "24", "28+24"]
+    assert reports["28"]["cac"]["accuracy"] == pytest.approx(result["accuracy"], abs=1e-9)
+    assert reports["28"]["cac"]["auroc"] == pytest.approx(result["auroc"], abs=1e-6)
+    for report in reports.values():
+        assert 0 <= report["cac"]["accuracy"] <= 1 and 0 <= report["cac"]["auroc"] <= 1
+    assert "| 28+24 | " in capsys.readouterr().out
+    (job / "state.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="state.pt"):
+        sides.evaluate_sides(job, [28], str(tmp_path / "data"))
