@@ -83,6 +83,7 @@ def evaluate_sides(job: Path, sides: list[int], data_root: str, detectors: list[
     labels = [torch.as_tensor(s.labels) for s in (data.train, data.val, test)]
     reports = {}
     for name, (train, val, tested) in logits.items():
+        # test_classes (5th) only feed the unknown-confusion rows, which this script does not report
         split = Logits(train, labels[0], tested, labels[2], labels[2], val, labels[1])
         reports[name] = {d: {key: open_set_evaluation(split, d)[key] for key in ("accuracy", "auroc")}
                          for d in (detectors or [result["detector"]])}

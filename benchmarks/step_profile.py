@@ -115,14 +115,13 @@ def convolution_calls(shape: tuple[int, ...], conv: nn.Conv2d) -> tuple[dict[str
 
         def forward(i=inp, w=weight):
             return F.conv2d(i, w, None, *geometry[:3], conv.groups)
-
-        def via_nchw(g=grad, i=inp, w=weight):
-            return torch.ops.aten.convolution_backward(g.contiguous(), i.contiguous(), w.contiguous(), None,
-                                                       *geometry, [False, True, False])
         calls[f"{name} forward"] = forward
         calls[f"{name} input grad"] = partial(run, [True, False, False])
         calls[f"{name} weight grad"] = partial(run, [False, True, False])
         if name == "NHWC":
+            def via_nchw(g=grad, i=inp, w=weight):
+                return torch.ops.aten.convolution_backward(g.contiguous(), i.contiguous(), w.contiguous(),
+                                                           None, *geometry, [False, True, False])
             calls["NHWC weight grad via NCHW"] = via_nchw
     # per pass: B * C_out * H_out * W_out outputs, each C_in / groups * k_h * k_w multiply-adds
     return calls, 2 * out.numel() * conv.weight[0].numel()
