@@ -40,7 +40,8 @@ def job_recipe(run_config: dict) -> Recipe:
     if varied is None:
         return get_recipe(run_config["dataset"], run_config["recipe"])
     fields = {**varied, "stages": tuple(Stage(**s) for s in varied["stages"]),
-              "backbone_kwargs": tuple(map(tuple, varied["backbone_kwargs"]))}
+              "backbone_kwargs": tuple(map(tuple, varied["backbone_kwargs"])),
+              "extra_test_sizes": tuple(varied.get("extra_test_sizes", ()))}
     return Recipe(**fields)
 
 

@@ -58,6 +58,31 @@ def reference_predictions(net: CACNet, images: np.ndarray, threshold: float, mir
             for i in range(len(x)):
                 mirrored = torch.tensor(x[i, :, ::-1].copy(), dtype=torch.float32).permute(2, 0, 1)[None]
                 logits[i] = (logits[i] + net.backbone(mirrored)[0].double().numpy()) / 2
+    return reference_decisions(net, logits, threshold)
+
+
+def multi_size_logits(net: CACNet, images: np.ndarray, sides) -> np.ndarray:
+    """Per image and side, one at a time: the resize rule written out (bilinear, align_corners=False,
+    antialiased when shrinking, rounded to uint8), (x / 255 - mean) / std, the mean of the logits of the image
+    and of its mirror image; then the mean over the sides (Preprocessing steps 1-4)."""
+    mean, std = torch.tensor(PREP.mean).view(3, 1, 1), torch.tensor(PREP.std).view(3, 1, 1)
+    rows = []
+    with torch.no_grad():
+        for image in images:
+            pixels = torch.tensor(image).permute(2, 0, 1).float()[None]
+            per_side = []
+            for side in sides:
+                resized = pixels if side == image.shape[0] else torch.nn.functional.interpolate(
+                    pixels, size=(side, side), mode="bilinear", align_corners=False, antialias=side < image.shape[0])
+                x = (resized.round().clamp(0, 255)[0] / 255 - mean) / std
+                z = (net.backbone(x[None])[0] + net.backbone(x.flip(-1)[None])[0]) / 2
+                per_side.append(z.double())
+            rows.append(torch.stack(per_side).mean(0))
+    return torch.stack(rows).numpy()
+
+
+def reference_decisions(net: CACNet, logits: np.ndarray, threshold: float):
+    """Eqs. 2, 9-11 with explicit loops: (prediction, best class, score, SoftMin confidence) per logit row."""
     anchors = net.head.anchors.double().numpy()
     out = []
     for z in logits:
@@ -220,6 +245,48 @@ def test_a_mirror_averaging_model_scores_the_mean_logits_of_image_and_mirror(tmp
     _edit(folder, input={**card["input"], "mirror_average": "yes"})
     with pytest.raises(ModelFormatError, match="mirror_average must be true or false"):
         OpenSetPredictor.load(folder)
+
+
+def make_pooling_net(k: int = 3, seed: int = 0) -> CACNet:
+    """resnet9 (global max pooling): takes any input side."""
+    torch.manual_seed(seed)
+    net = CACNet(build_backbone("resnet9", k, 3, 16, width=8), k)
+    net.head.set_anchors(torch.randn(k, k) * 0.05)
+    return net.eval()
+
+
+def test_a_multi_size_model_scores_the_mean_logits_over_its_sides(tmp_path):
+    net = make_pooling_net(seed=5)
+    images = images_of(7, seed=6)
+    sides = (16, 24, 12)  # the model's side, one larger (upsampled) and one smaller (antialiased)
+    one_side = reference_decisions(net, multi_size_logits(net, images, sides[:1]), 1e9)
+    expected = reference_decisions(net, multi_size_logits(net, images, sides), 1e9)
+    assert max(abs(a[2] - b[2]) for a, b in zip(one_side, expected)) > 1e-3  # the sides change the scores
+    prep = dataclasses.replace(PREP, mirror_average=True, extra_sizes=sides[1:])
+    folder = save_open_set_model(tmp_path / "m", net, NAMES, 0.05, {}, prep, "resnet9", {"width": 8})
+    assert json.loads((folder / CONFIG_FILE).read_text())["input"]["extra_sizes"] == [24, 12]
+    predictor = OpenSetPredictor.load(folder)
+    assert predictor.preprocessing.sizes == sides
+    result = predictor.predict(images, batch_size=3, threshold=1e9)
+    np.testing.assert_allclose(result.scores, [e[2] for e in expected], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.confidences, [e[3] for e in expected], rtol=1e-4, atol=1e-5)
+    assert result.best_index.tolist() == [e[1] for e in expected]
+    # a folder saved before the option has no key (one side); a malformed value is refused, naming the field
+    card = json.loads((folder / CONFIG_FILE).read_text())
+    assert Preprocessing.from_dict({k: v for k, v in card["input"].items() if k != "extra_sizes"}).sizes == (16,)
+    for bad in ("24", [24.5], [16], [0]):
+        _edit(folder, input={**card["input"], "extra_sizes": bad})
+        with pytest.raises(ModelFormatError, match="extra_sizes|sizes must"):
+            OpenSetPredictor.load(folder)
+
+
+def test_extra_test_sizes_need_a_network_that_takes_them(tmp_path):
+    prep = dataclasses.replace(PREP, extra_sizes=(24,))
+    folder = save(tmp_path / "m", preprocessing=prep)  # classifier32 flattens 16 px features: 16 px only
+    with pytest.raises(ModelFormatError, match="does not take 24 x 24 px inputs.*global pooling"):
+        OpenSetPredictor.load(folder)
+    with pytest.raises(ValueError, match="must differ"):
+        Preprocessing(16, 3, PREP.mean, PREP.std, extra_sizes=(24, 24))
 
 
 def test_arrays_of_other_sizes_grey_pixels_and_pil_images(tmp_path):

@@ -87,9 +87,10 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
                    batch_size: int = 1000, hflip: bool = False, layout: str | None = None) -> torch.Tensor:
     """The test-time forward pass of the evaluation and the predictor: uint8 images ``(N, H, W)``,
     ``(N, C, H, W)`` or ``(N, H, W, C)`` of any size -> (N, K) float32 logits on the CPU, through
-    ``preprocessing`` (resize, normalisation, mirror average where it says so), in the memory format
-    :func:`classanchor.train.use_channels_last` picks for ``device``. On a CPU ``batch_size`` is at most
-    :data:`CPU_EVAL_BATCH` (faster, as measured); ``hflip`` feeds the images mirrored (anchor fit on mirrors).
+    ``preprocessing`` (resize, normalisation; the mean over the mirror image and over every side of
+    ``preprocessing.sizes`` where it says so), in the memory format :func:`classanchor.train.use_channels_last`
+    picks for ``device``. On a CPU ``batch_size`` is at most :data:`CPU_EVAL_BATCH` (faster, as measured);
+    ``hflip`` feeds the images mirrored (anchor fit on mirrors).
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -97,15 +98,28 @@ def network_logits(net: torch.nn.Module, preprocessing: Preprocessing, images, *
     pixels = to_nchw(torch.as_tensor(images), layout)
     net.eval().to(device)
     channels_last = use_channels_last(None, device)
+    views = preprocessing.views()
     outputs = []
     for lo in range(0, pixels.shape[0], batch_size):
-        x = preprocessing(pixels[lo:lo + batch_size].to(device), layout="NCHW")
-        x = x.flip(-1) if hflip else x
-        logits = net(to_memory_format(x, channels_last)).float()
-        if preprocessing.mirror_average:  # test-time flip: (f(x) + f(mirror x)) / 2
-            logits = (logits + net(to_memory_format(x.flip(-1), channels_last)).float()) / 2
+        batch = pixels[lo:lo + batch_size].to(device)
+        logits = _side_logits(net, views[0], batch, hflip, channels_last)
+        if len(views) > 1:  # multi-size test: the mean of the logits at every side
+            for view in views[1:]:
+                logits += _side_logits(net, view, batch, hflip, channels_last)
+            logits /= len(views)
         outputs.append(logits.cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0, getattr(net, "num_classes", 0))
+
+
+def _side_logits(net: torch.nn.Module, view: Preprocessing, pixels: torch.Tensor, hflip: bool,
+                 channels_last: bool) -> torch.Tensor:
+    """(B, K) float32 logits of uint8 ``(B, C, H, W)`` ``pixels`` resized to ``view.size`` (one side)."""
+    x = view(pixels, layout="NCHW")
+    x = x.flip(-1) if hflip else x
+    logits = net(to_memory_format(x, channels_last)).float()
+    if view.mirror_average:  # test-time flip: (f(x) + f(mirror x)) / 2
+        logits = (logits + net(to_memory_format(x.flip(-1), channels_last)).float()) / 2
+    return logits
 
 
 def load_logits(path: str | os.PathLike) -> Logits:

@@ -34,7 +34,7 @@ import torch
 from ._version import __version__
 from .data.preprocess import Preprocessing
 from .io import git_commit, give_usual_permissions, temporary_sibling_folder, write_failure, write_json
-from .models.registry import build_backbone
+from .models.registry import build_backbone, check_input_sizes
 from .network import CACNet
 
 __all__ = ["CONFIG_FILE", "FORMAT_NAME", "FORMAT_VERSION", "WEIGHTS_FILE", "ModelFormatError", "load_open_set_model",
@@ -296,6 +296,10 @@ def load_open_set_model(path: str | os.PathLike, device: torch.device | str = "c
                                f"{card['input']['size']} px x {card['input']['channels']} channels described in "
                                f"{path / CONFIG_FILE}: {details}.")
     net.load_state_dict(state)
+    try:
+        check_input_sizes(net, card["input"]["channels"], card["input"].get("extra_sizes", []), k)
+    except ValueError as err:
+        raise ModelFormatError(f"{path / CONFIG_FILE}: {err}") from None
     anchors = torch.tensor(card["anchors"], dtype=net.head.anchors.dtype)
     if tuple(anchors.shape) != (k, k) or not torch.equal(anchors, net.head.anchors):
         raise ModelFormatError(f"the anchors in {path / CONFIG_FILE} differ from those in {weights}; the two files "

@@ -34,7 +34,7 @@ from .evaluate import DETECTOR_DEFAULTS, network_logits
 from .methods import Method
 from .metrics import calibrate_threshold, open_set_report
 from .model_io import save_open_set_model
-from .models.registry import build_backbone
+from .models.registry import build_backbone, check_input_sizes
 from .network import CACNet
 from .recipes import Recipe
 from .train import TrainResult, resolve_precision, train
@@ -186,13 +186,15 @@ def fit_open_set(train_set, val_set, recipe: Recipe, method: Method, *, class_na
     used_precision = resolve_precision(precision, device)
     names = tuple(str(n) for n in (class_names if class_names is not None else train_set.class_names))
     k = len(names)
-    preprocessing = Preprocessing.fit(train_set.images, recipe.image_size, mirror_average=recipe.test_time_flip)
+    preprocessing = Preprocessing.fit(train_set.images, recipe.image_size, mirror_average=recipe.test_time_flip,
+                                      extra_sizes=recipe.extra_test_sizes)
     augment = AugmentSpec(size=recipe.image_size, scale_min=recipe.scale_min, flip_p=recipe.flip_p,
                           rotation_deg=recipe.rotation_deg, mean=preprocessing.mean, std=preprocessing.std)
     backbone, kwargs = backbone_for(recipe, backbone, backbone_kwargs)
     torch.manual_seed(seed)  # the same initial weights for every method given the same seed
     net = CACNet(build_backbone(backbone, k, preprocessing.channels, recipe.image_size, **kwargs), k,
                  method.anchor_magnitude)
+    check_input_sizes(net, preprocessing.channels, preprocessing.extra_sizes, k)  # before any training
     loader_args = dict(device=device, seed=seed, channels_last=channels_last is not False)
     train_loader = DeviceLoader(train_set.images, train_set.labels, recipe.batch_size, augment, train=True,
                                 drop_last=len(train_set) > recipe.batch_size, **loader_args)

@@ -35,7 +35,7 @@ from classanchor.models.classifier32 import Classifier32
 from classanchor.models.resnet9 import ResNet9
 from classanchor.models.small_cnn import SmallCNN
 
-__all__ = ["MLP", "available_backbones", "build_backbone", "register_backbone"]
+__all__ = ["MLP", "available_backbones", "build_backbone", "check_input_sizes", "register_backbone"]
 
 _VISION_HINT = "install the optional vision extras with `pip install classanchor[vision]`"
 
@@ -205,3 +205,26 @@ def build_backbone(
     except TypeError as err:  # an argument the backbone does not take
         raise ValueError(f"backbone {name!r} cannot be built with arguments {kw} ({err}); check --backbone-kwargs "
                          "(names and types).") from None
+
+
+@torch.no_grad()
+def check_input_sizes(net: nn.Module, in_channels: int, sizes, num_classes: int) -> None:
+    """Raise ValueError unless ``net`` maps a zero image (1, in_channels, S, S) to (1, num_classes) at every side
+    S of ``sizes`` (test-time sides besides the training side need a network with global pooling, e.g.
+    resnet9; classifier32 and mlp take their training side only). ``net``'s train/eval mode is kept."""
+    was_training, device = net.training, next(net.parameters()).device
+    net.eval()
+    try:
+        for side in sizes:
+            try:
+                shape = tuple(net(torch.zeros(1, in_channels, side, side, device=device)).shape)
+            except RuntimeError as err:
+                shape, reason = None, str(err).splitlines()[0]
+            else:
+                reason = f"it gives logits of shape {shape}"
+            if shape != (1, num_classes):
+                raise ValueError(f"the network does not take {side} x {side} px inputs ({reason}); test-time "
+                                 "sizes besides the training side need a backbone with global pooling such as "
+                                 "resnet9: remove the extra test sizes or change the backbone.")
+    finally:
+        net.train(was_training)
