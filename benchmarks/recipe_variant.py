@@ -16,7 +16,11 @@ fields, the whole resulting recipe, library version and git commit) and ``trial{
 writes them: a killed run continues where it stopped, a finished one is not retrained, and reopening the
 folder with other fields is refused. ``--detectors max_logit,msp`` also scores the network with other detectors
 (``classanchor.detectors``, fitted on the saved logits as ``classanchor compare`` does, which refuses variant
-folders) into ``trial{T}/{job}/detectors.json``.
+folders) into ``trial{T}/{job}/detectors.json``. ``--set extra_test_sizes=64`` (comma-separated sides, empty
+for none) sets the recipe's test-time sides. ``--from-state JOB/state.pt`` starts the new job from a finished
+job's training state: nothing is trained (the state's epochs are done) and the job is evaluated with this
+recipe, for changes that touch only the evaluation (``extra_test_sizes``); a training field that differs from
+the state's run is the user's error (the one-cycle step count is checked on resuming).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 from classanchor.benchmark import RunSettings, job_dir, run_job
@@ -46,12 +51,14 @@ def _number_fields(cls) -> dict[str, bool]:
 
 STAGE_FIELDS = tuple(_number_fields(Stage))  # epochs, lr, warmup_fraction
 NETWORK_FIELDS = {"width": True}
-FIELDS = {**_number_fields(Recipe), **_number_fields(Stage), **NETWORK_FIELDS}
+SIDES_FIELDS = ("extra_test_sizes",)  # comma-separated integers -> a tuple
+FIELDS = {**_number_fields(Recipe), **_number_fields(Stage), **NETWORK_FIELDS, **dict.fromkeys(SIDES_FIELDS, True)}
 
 
-def parse_settings(pairs: list[str]) -> dict[str, float | int]:
-    """``["weight_decay=0.002", "epochs=10"]`` -> ``{"weight_decay": 0.002, "epochs": 10}``; names checked."""
-    changes: dict[str, float | int] = {}
+def parse_settings(pairs: list[str]) -> dict[str, float | int | tuple[int, ...]]:
+    """``["weight_decay=0.002", "epochs=10", "extra_test_sizes=64"]`` -> ``{"weight_decay": 0.002, "epochs": 10,
+    "extra_test_sizes": (64,)}``; names checked."""
+    changes: dict[str, float | int | tuple[int, ...]] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or name not in FIELDS:
@@ -59,9 +66,12 @@ def parse_settings(pairs: list[str]) -> dict[str, float | int]:
             raise ValueError(f"--set {pair!r}: expected FIELD=NUMBER with FIELD one of {choices}.")
         integer = FIELDS[name]
         try:
-            changes[name] = int(text) if integer else float(text)
+            if name in SIDES_FIELDS:
+                changes[name] = tuple(int(side) for side in text.split(",") if side)
+            else:
+                changes[name] = int(text) if integer else float(text)
         except ValueError:
-            kind = "an integer" if integer else "a number"
+            kind = "comma-separated integers" if name in SIDES_FIELDS else "an integer" if integer else "a number"
             raise ValueError(f"--set {pair!r}: {text!r} is not {kind}.") from None
     return changes
 
@@ -108,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", default="", help="comma-separated detectors to score the network with "
                         "besides its own (e.g. max_logit,msp for cross-entropy)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--from-state", type=Path, help="a finished job's state.pt to start from (re-evaluate its "
+                        "network with an evaluation-only change; nothing is trained)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the classanchor command does
     dataset = get_benchmark(args.dataset).name
@@ -116,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     detectors = [name for name in args.detectors.split(",") if name]
     for name in detectors:
         make_detector(name)  # an unknown name fails here, naming the choices, before any training
+    if args.from_state is not None and not args.from_state.is_file():
+        raise FileNotFoundError(f"--from-state {args.from_state} is not a file; give a finished job's state.pt.")
     method = get_method(args.method)
     settings = RunSettings(dataset, args.data_root, args.out, trials=(args.trial,), recipe=args.recipe,
                            seed=args.seed, device=args.device, precision=args.precision)
@@ -124,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     RunFolder.create(args.out, {**dataclasses.asdict(settings), "method": method.name, "changes": changes,
                                 "varied_recipe": dataclasses.asdict(recipe)})
     folder = job_dir(args.out, args.trial, method)
+    if args.from_state is not None and not (folder / "state.pt").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.from_state, folder / "state.pt")
     result = run_job(data, recipe, method, folder, settings, progress=not args.no_progress)
     summary = {key: result[key] for key in ("dataset", "trial", "job", "accuracy", "auroc", "best_epoch",
                                             "epochs", "train_seconds", "eval_seconds", "precision", "cpu")}

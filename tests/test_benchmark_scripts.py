@@ -110,7 +110,7 @@ def test_results_tables_say_over_how_many_trials_a_partial_row_is_averaged(tmp_p
 
 
 @pytest.mark.parametrize(("dataset", "run"), [("CIFAR10", "cifar10_fast_wd2e-3"),
-                                              ("TinyImageNet", "tinyimagenet_fast_px48")])
+                                              ("TinyImageNet", "tinyimagenet_fast_px48_test64")])
 def test_the_fast_recipe_is_the_one_its_committed_five_trial_tables_were_trained_with(dataset, run):
     """docs/results.md presents these folders' tables as the fast recipe's: every job that recorded the recipe
     it trained (recipe_variant.py's ``varied_recipe``) trained exactly what ``--recipe fast`` trains today,
@@ -128,7 +128,7 @@ def test_the_fast_recipe_is_the_one_its_committed_five_trial_tables_were_trained
     for record in records:
         recorded = record["varied_recipe"]
         assert set(recorded) <= set(today), record["out"]
-        later = {name: defaults[name] for name in set(today) - set(recorded)}
+        later = json.loads(json.dumps({name: defaults[name] for name in set(today) - set(recorded)}))  # () -> []
         assert {**recorded, **later} == today, record["out"]
 
 
@@ -209,6 +209,11 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
         variant.main(["MNIST", "--out", str(tmp_path / "other"), "--set", "epochs=2.5"])
     with pytest.raises(ValueError, match="one-stage"):
         variant.vary(get_recipe("MNIST", "paper"), {"epochs": 3})
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        variant.main(["MNIST", "--out", str(tmp_path / "other"), "--set", "extra_test_sizes=32,4x"])
+    assert variant.parse_settings(["extra_test_sizes=32,40", "epochs=3"]) == {"extra_test_sizes": (32, 40),
+                                                                             "epochs": 3}
+    assert variant.parse_settings(["extra_test_sizes="]) == {"extra_test_sizes": ()}
     assert not (tmp_path / "other").exists()
 
 
@@ -237,6 +242,22 @@ def test_eval_sides_reproduces_the_job_at_its_own_side_and_scores_other_sides(tm
     for report in reports.values():
         assert 0 <= report["cac"]["accuracy"] <= 1 and 0 <= report["cac"]["auroc"] <= 1
     assert "| 28+24 | " in capsys.readouterr().out
+    # the same pair through the benchmark's own evaluation: the recipe's extra test side, the job's finished
+    # state re-evaluated without training (recipe_variant.py --from-state)
+    again = tmp_path / "run_28_24"
+    with pytest.raises(FileNotFoundError, match="--from-state"):
+        load_script("recipe_variant").main(["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(again),
+                                            "--from-state", str(tmp_path / "nope.pt")])
+    assert not again.exists()
+    assert load_script("recipe_variant").main(
+        ["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(again), "--no-progress", "--set", "epochs=2",
+         "--set", "width=4", "--set", "extra_test_sizes=24", "--from-state", str(job / "state.pt")]) == 0
+    pair = json.loads((again / "trial0" / "cac" / "result.json").read_text())
+    assert pair["train_seconds"] == result["train_seconds"]  # nothing trained: the state's own training time
+    assert pair["accuracy"] == pytest.approx(reports["28+24"]["cac"]["accuracy"], abs=1e-9)
+    assert pair["auroc"] == pytest.approx(reports["28+24"]["cac"]["auroc"], abs=1e-6)
+    card = json.loads((again / "trial0" / "cac" / "model" / "model.json").read_text())
+    assert card["input"]["size"] == 28 and card["input"]["extra_sizes"] == [24]
     (job / "state.pt").unlink()
     with pytest.raises(FileNotFoundError, match="state.pt"):
         sides.evaluate_sides(job, [28], str(tmp_path / "data"))

@@ -3,7 +3,9 @@
 :func:`fit_open_set` (paper Section 3 and Algorithm 1):
 
 1. :class:`~classanchor.data.preprocess.Preprocessing` from the training images (per-channel mean / std) at the
-   recipe's input size: the one preprocessing of validation, evaluation and the saved model;
+   recipe's input size (with ``recipe.extra_test_sizes``, evaluation and the saved model average the logits
+   over those sides too; training's validation uses the recipe's size): the one preprocessing of validation,
+   evaluation and the saved model;
 2. :func:`classanchor.train.train` with the recipe's augmentation, resumable from ``state_path``;
 3. logits of the known training split (plus its mirror images when ``recipe.flip_anchor_fit``, unless the
    logits are mirror averages already: ``recipe.test_time_flip``), and the method's own open-set detector
