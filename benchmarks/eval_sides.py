@@ -8,8 +8,8 @@ run's ``config.json``. For each side S the benchmark's own evaluation is repeate
 (:class:`classanchor.data.preprocess.Preprocessing` at S, mirror averaging as the recipe says): logits of the
 training, validation and test images, the detector fitted on the training logits (CAC: the anchors re-fitted,
 Algorithm 1), accuracy and AUROC on the test images (:func:`classanchor.evaluate.open_set_evaluation`). At the
-recipe's own side this reproduces the job's ``result.json``. Pairs ``S1+S2`` average the two sides' logits
-(training, validation and test alike) before the detector is fitted. Run it under the shared lock::
+recipe's own side this reproduces the job's ``result.json``. Every combination ``S1+S2(+..)`` of two or more sides
+averages their logits (training, validation and test alike) before the detector is fitted. Run it under the shared lock::
 
     flock /tmp/classanchor-cpu.lock .venv/bin/python benchmarks/eval_sides.py runs/tiny_t0/trial0/cac \\
         --sides 48,56,64 --data-root ../shared/data --out runs/tiny_t0_sides.json
@@ -62,7 +62,8 @@ def load_best_network(job: Path, result: dict, recipe: Recipe, channels: int) ->
 
 def evaluate_sides(job: Path, sides: list[int], data_root: str, detectors: list[str] | None = None,
                    batch_size: int = 1000) -> dict[str, dict[str, dict[str, float]]]:
-    """{"S" or "S1+S2": {detector: {"accuracy", "auroc"}}} of the job's network at each side and pair."""
+    """{"S" or "S1+S2+..": {detector: {"accuracy", "auroc"}}} of the job's network at each side and at every
+    combination of two or more sides (their logits averaged, as ``Preprocessing.extra_sizes`` does)."""
     result = read_json(job / "result.json")
     run_config = read_json(job.parents[1] / "config.json")["config"]
     recipe = job_recipe(run_config)
@@ -79,8 +80,11 @@ def evaluate_sides(job: Path, sides: list[int], data_root: str, detectors: list[
                                   for images in sets)
         print(f"side {side}: logits of {sum(map(len, sets))} images in {time.perf_counter() - start:.0f} s",
               flush=True)
-    for a, b in itertools.combinations(map(str, sides), 2):
-        logits[f"{a}+{b}"] = tuple((x + y) / 2 for x, y in zip(logits[a], logits[b]))
+    for count in range(2, len(sides) + 1):
+        for combination in itertools.combinations(map(str, sides), count):
+            # summed in order, then divided: the arithmetic of network_logits' multi-size mean
+            logits["+".join(combination)] = tuple(sum(per_side) / count for per_side
+                                                  in zip(*(logits[side] for side in combination)))
     labels = [torch.as_tensor(s.labels) for s in (data.train, data.val, test)]
     reports = {}
     for name, (train, val, tested) in logits.items():

@@ -220,7 +220,8 @@ def test_recipe_variant_trains_one_job_with_the_changed_fields_and_refuses_unkno
 @pytest.mark.slow
 def test_eval_sides_reproduces_the_job_at_its_own_side_and_scores_other_sides(tmp_path, capsys):
     """benchmarks/eval_sides.py: at the recipe's side the job's own result.json again (same network, anchors
-    re-fitted the same way); other sides and the mean of two sides' logits give valid scores."""
+    re-fitted the same way); other sides and the means over two or three sides' logits give valid scores, the
+    three-side mean exactly the benchmark's own evaluation with two extra test sides."""
     import json
 
     from .data.conftest import make_mnist
@@ -233,31 +234,31 @@ def test_eval_sides_reproduces_the_job_at_its_own_side_and_scores_other_sides(tm
     job = out / "trial0" / "cac"
     result = json.loads((job / "result.json").read_text())
     sides = load_script("eval_sides")
-    assert sides.main([str(job), "--sides", "28,24", "--data-root", str(tmp_path / "data"),
+    assert sides.main([str(job), "--sides", "28,24,20", "--data-root", str(tmp_path / "data"),
                        "--out", str(tmp_path / "sides.json")]) == 0
     reports = json.loads((tmp_path / "sides.json").read_text())["sides"]
-    assert list(reports) == ["28", "24", "28+24"]
+    assert list(reports) == ["28", "24", "20", "28+24", "28+20", "24+20", "28+24+20"]
     assert reports["28"]["cac"]["accuracy"] == pytest.approx(result["accuracy"], abs=1e-9)
     assert reports["28"]["cac"]["auroc"] == pytest.approx(result["auroc"], abs=1e-6)
     for report in reports.values():
         assert 0 <= report["cac"]["accuracy"] <= 1 and 0 <= report["cac"]["auroc"] <= 1
-    assert "| 28+24 | " in capsys.readouterr().out
-    # the same pair through the benchmark's own evaluation: the recipe's extra test side, the job's finished
+    assert "| 28+24+20 | " in capsys.readouterr().out
+    # the same three sides through the benchmark's own evaluation: the recipe's extra test side, the job's finished
     # state re-evaluated without training (recipe_variant.py --from-state)
-    again = tmp_path / "run_28_24"
+    again = tmp_path / "run_28_24_20"
     with pytest.raises(FileNotFoundError, match="--from-state"):
         load_script("recipe_variant").main(["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(again),
                                             "--from-state", str(tmp_path / "nope.pt")])
     assert not again.exists()
     assert load_script("recipe_variant").main(
         ["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(again), "--no-progress", "--set", "epochs=2",
-         "--set", "width=4", "--set", "extra_test_sizes=24", "--from-state", str(job / "state.pt")]) == 0
-    pair = json.loads((again / "trial0" / "cac" / "result.json").read_text())
-    assert pair["train_seconds"] == result["train_seconds"]  # nothing trained: the state's own training time
-    assert pair["accuracy"] == pytest.approx(reports["28+24"]["cac"]["accuracy"], abs=1e-9)
-    assert pair["auroc"] == pytest.approx(reports["28+24"]["cac"]["auroc"], abs=1e-6)
+         "--set", "width=4", "--set", "extra_test_sizes=24,20", "--from-state", str(job / "state.pt")]) == 0
+    averaged = json.loads((again / "trial0" / "cac" / "result.json").read_text())
+    assert averaged["train_seconds"] == result["train_seconds"]  # nothing trained: the state's own training time
+    assert averaged["accuracy"] == pytest.approx(reports["28+24+20"]["cac"]["accuracy"], abs=1e-9)
+    assert averaged["auroc"] == pytest.approx(reports["28+24+20"]["cac"]["auroc"], abs=1e-6)
     card = json.loads((again / "trial0" / "cac" / "model" / "model.json").read_text())
-    assert card["input"]["size"] == 28 and card["input"]["extra_sizes"] == [24]
+    assert card["input"]["size"] == 28 and card["input"]["extra_sizes"] == [24, 20]
     (job / "state.pt").unlink()
     with pytest.raises(FileNotFoundError, match="state.pt"):
         sides.evaluate_sides(job, [28], str(tmp_path / "data"))
