@@ -8,8 +8,9 @@ run's ``config.json``. For each side S the benchmark's own evaluation is repeate
 (:class:`classanchor.data.preprocess.Preprocessing` at S, mirror averaging as the recipe says): logits of the
 training, validation and test images, the detector fitted on the training logits (CAC: the anchors re-fitted,
 Algorithm 1), accuracy and AUROC on the test images (:func:`classanchor.evaluate.open_set_evaluation`). At the
-recipe's own side this reproduces the job's ``result.json``. Every combination ``S1+S2(+..)`` of two or more sides
-averages their logits (training, validation and test alike) before the detector is fitted. Run it under the shared lock::
+recipe's own side this reproduces the job's ``result.json``. Every combination ``S1+S2(+..)`` of two or more
+sides averages their logits (training, validation and test alike) before the detector is fitted. Run it under
+the shared lock::
 
     flock /tmp/classanchor-cpu.lock .venv/bin/python benchmarks/eval_sides.py runs/tiny_t0/trial0/cac \\
         --sides 48,56,64 --data-root ../shared/data --out runs/tiny_t0_sides.json

@@ -243,8 +243,8 @@ def test_eval_sides_reproduces_the_job_at_its_own_side_and_scores_other_sides(tm
     for report in reports.values():
         assert 0 <= report["cac"]["accuracy"] <= 1 and 0 <= report["cac"]["auroc"] <= 1
     assert "| 28+24+20 | " in capsys.readouterr().out
-    # the same three sides through the benchmark's own evaluation: the recipe's extra test side, the job's finished
-    # state re-evaluated without training (recipe_variant.py --from-state)
+    # the same three sides through the benchmark's own evaluation: the recipe's extra test sides, the job's
+    # finished state re-evaluated without training (recipe_variant.py --from-state)
     again = tmp_path / "run_28_24_20"
     with pytest.raises(FileNotFoundError, match="--from-state"):
         load_script("recipe_variant").main(["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(again),
@@ -252,9 +252,11 @@ def test_eval_sides_reproduces_the_job_at_its_own_side_and_scores_other_sides(tm
     assert not again.exists()
     assert load_script("recipe_variant").main(
         ["MNIST", "--data-root", str(tmp_path / "data"), "--out", str(again), "--no-progress", "--set", "epochs=2",
-         "--set", "width=4", "--set", "extra_test_sizes=24,20", "--from-state", str(job / "state.pt")]) == 0
+         "--set", "width=4", "--set", "extra_test_sizes=24,20",
+         "--from-state", str(job / "state.pt")]) == 0
     averaged = json.loads((again / "trial0" / "cac" / "result.json").read_text())
-    assert averaged["train_seconds"] == result["train_seconds"]  # nothing trained: the state's own training time
+    # nothing trained: the state's own training time
+    assert averaged["train_seconds"] == result["train_seconds"]
     assert averaged["accuracy"] == pytest.approx(reports["28+24+20"]["cac"]["accuracy"], abs=1e-9)
     assert averaged["auroc"] == pytest.approx(reports["28+24+20"]["cac"]["auroc"], abs=1e-6)
     card = json.loads((again / "trial0" / "cac" / "model" / "model.json").read_text())
